@@ -1,0 +1,261 @@
+"""Continuous SAC with CleanRL ``sac_continuous_action.py`` semantics, as pure functions.
+
+State is explicit (:class:`SACState`, nested NamedTuples) and every function is written for one
+seed; the training loop ``jax.vmap``s them over the seed axis. What matches CleanRL:
+
+- tanh-squashed Gaussian actor, log-std squashed into [-5, 2]; log-prob correction
+  ``log(1 - tanh(x)^2 + 1e-6)`` (action scale 1: Meta-World actions lie in [-1, 1]);
+- twin critics ``qf1, qf2`` trained by one Adam on the sum of their MSE losses against
+  ``r + gamma * (1 - terminated) * (min target Q(s', a') - alpha * log pi(a'|s'))``;
+- delayed policy updates: every ``policy_frequency`` critic updates, ``policy_frequency`` actor
+  and temperature updates on the latest batch (CleanRL's compensation loop);
+- autotuned temperature, ``log_alpha`` initialised at 0, target entropy ``-|A|``, Adam with the
+  Q learning rate; Polyak averaging of the target critics after every critic update.
+
+Where we differ: CleanRL alternates one env step and one update; here updates are fused into one
+``lax.scan`` per chunk of env steps (:func:`make_update`), so the policy acting during a chunk
+is at most one chunk old.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from nbsp_jax.networks import GaussianActor, QNetwork
+from nbsp_jax.replay import ReplayBuffer, Transition, sample
+
+
+class SACParams(NamedTuple):
+    """Actor variables, twin critics ``{'qf1', 'qf2'}``, their targets, and log temperature."""
+
+    actor: dict
+    q: dict
+    q_target: dict
+    log_alpha: jax.Array
+
+
+class SACOptStates(NamedTuple):
+    """Optimizer states of actor, critics (one optimizer over both) and temperature."""
+
+    actor: optax.OptState
+    q: optax.OptState
+    alpha: optax.OptState
+
+
+class SACState(NamedTuple):
+    """Everything one seed's learner carries between updates."""
+
+    params: SACParams
+    opt: SACOptStates
+    key: jax.Array
+
+
+class SAC(NamedTuple):
+    """The static parts of an agent: networks, optimizers and hyper-parameters."""
+
+    actor: GaussianActor
+    critic: QNetwork
+    actor_opt: optax.GradientTransformation
+    q_opt: optax.GradientTransformation
+    alpha_opt: optax.GradientTransformation
+    obs_dim: int
+    action_dim: int
+    gamma: float
+    tau: float
+    policy_frequency: int
+    batch_size: int
+    target_entropy: float
+
+
+def make_sac(
+    obs_dim: int,
+    action_dim: int,
+    hidden: Sequence[int] = (256, 256),
+    policy_lr: float = 3e-4,
+    q_lr: float = 1e-3,
+    gamma: float = 0.99,
+    tau: float = 0.005,
+    policy_frequency: int = 2,
+    batch_size: int = 256,
+    actor_opt: optax.GradientTransformation | None = None,
+    q_opt: optax.GradientTransformation | None = None,
+) -> SAC:
+    """Builds the static agent description; defaults are CleanRL's.
+
+    ``actor_opt``/``q_opt`` replace the default Adam optimizers (e.g. with
+    ``optax.chain(optax.adam(lr), masked_scale())`` for NBSP).
+    """
+    return SAC(
+        actor=GaussianActor(action_dim, tuple(hidden)),
+        critic=QNetwork(tuple(hidden)),
+        actor_opt=actor_opt or optax.adam(policy_lr),
+        q_opt=q_opt or optax.adam(q_lr),
+        alpha_opt=optax.adam(q_lr),
+        obs_dim=obs_dim,
+        action_dim=action_dim,
+        gamma=gamma,
+        tau=tau,
+        policy_frequency=policy_frequency,
+        batch_size=batch_size,
+        target_entropy=-float(action_dim),
+    )
+
+
+def init_state(agent: SAC, key: jax.Array) -> SACState:
+    """Initialises parameters (targets equal online critics) and optimizer states for one seed."""
+    k_actor, k_q1, k_q2, key = jax.random.split(key, 4)
+    obs = jnp.zeros((1, agent.obs_dim), jnp.float32)
+    act = jnp.zeros((1, agent.action_dim), jnp.float32)
+    actor = agent.actor.init(k_actor, obs)
+    q = {"qf1": agent.critic.init(k_q1, obs, act), "qf2": agent.critic.init(k_q2, obs, act)}
+    log_alpha = jnp.zeros((), jnp.float32)
+    # A copy, not an alias: the update donates its input state buffers.
+    params = SACParams(actor, q, jax.tree.map(jnp.copy, q), log_alpha)
+    opt = SACOptStates(
+        agent.actor_opt.init(actor), agent.q_opt.init(q), agent.alpha_opt.init(log_alpha)
+    )
+    return SACState(params, opt, key)
+
+
+def sample_action(
+    agent: SAC, actor_params: dict, obs: jax.Array, key: jax.Array
+) -> tuple[jax.Array, jax.Array]:
+    """Reparameterised action and its log-probability.
+
+    Args:
+      obs: ``[..., obs_dim]``.
+
+    Returns:
+      ``action [..., action_dim]`` in [-1, 1] and ``log_prob [...]``.
+    """
+    mean, log_std = agent.actor.apply(actor_params, obs)
+    std = jnp.exp(log_std)
+    x = mean + std * jax.random.normal(key, mean.shape)
+    y = jnp.tanh(x)
+    normal_logp = -0.5 * ((x - mean) / std) ** 2 - log_std - 0.5 * jnp.log(2 * jnp.pi)
+    log_prob = (normal_logp - jnp.log(1.0 - y**2 + 1e-6)).sum(-1)
+    return y, log_prob
+
+
+def deterministic_action(agent: SAC, actor_params: dict, obs: jax.Array) -> jax.Array:
+    """The squashed mean action ``tanh(mean)``, ``[..., action_dim]`` (evaluation)."""
+    mean, _ = agent.actor.apply(actor_params, obs)
+    return jnp.tanh(mean)
+
+
+def _twin_q(agent: SAC, q: dict, obs: jax.Array, action: jax.Array) -> tuple[jax.Array, jax.Array]:
+    return agent.critic.apply(q["qf1"], obs, action), agent.critic.apply(q["qf2"], obs, action)
+
+
+def critic_update(
+    agent: SAC, state: SACState, batch: Transition, key: jax.Array
+) -> tuple[SACState, dict]:
+    """One Adam step of both critics on ``batch``, then Polyak update of their targets."""
+    p = state.params
+    alpha = jnp.exp(p.log_alpha)
+    next_action, next_logp = sample_action(agent, p.actor, batch.next_obs, key)
+    q1_next, q2_next = _twin_q(agent, p.q_target, batch.next_obs, next_action)
+    min_next = jnp.minimum(q1_next, q2_next) - alpha * next_logp
+    target = batch.reward + (1.0 - batch.terminated) * agent.gamma * min_next
+    target = jax.lax.stop_gradient(target)
+
+    def loss_fn(q):
+        q1, q2 = _twin_q(agent, q, batch.obs, batch.action)
+        l1, l2 = ((q1 - target) ** 2).mean(), ((q2 - target) ** 2).mean()
+        return l1 + l2, {"qf1_loss": l1, "qf2_loss": l2, "qf1_values": q1.mean()}
+
+    grads, info = jax.grad(loss_fn, has_aux=True)(p.q)
+    updates, q_opt = agent.q_opt.update(grads, state.opt.q, p.q)
+    q = optax.apply_updates(p.q, updates)
+    q_target = optax.incremental_update(q, p.q_target, agent.tau)
+    params = p._replace(q=q, q_target=q_target)
+    return state._replace(params=params, opt=state.opt._replace(q=q_opt)), info
+
+
+def actor_alpha_update(
+    agent: SAC, state: SACState, obs: jax.Array, key: jax.Array
+) -> tuple[SACState, dict]:
+    """One actor step (``alpha * log pi - min Q``), then one temperature step (CleanRL order)."""
+    p = state.params
+    alpha = jnp.exp(p.log_alpha)
+    k_pi, k_alpha = jax.random.split(key)
+
+    def actor_loss_fn(actor):
+        action, logp = sample_action(agent, actor, obs, k_pi)
+        q1, q2 = _twin_q(agent, p.q, obs, action)
+        return (alpha * logp - jnp.minimum(q1, q2)).mean()
+
+    actor_loss, grads = jax.value_and_grad(actor_loss_fn)(p.actor)
+    updates, actor_opt = agent.actor_opt.update(grads, state.opt.actor, p.actor)
+    actor = optax.apply_updates(p.actor, updates)
+
+    # CleanRL samples fresh log-probs from the updated actor for the temperature loss.
+    _, logp = sample_action(agent, actor, obs, k_alpha)
+    logp = jax.lax.stop_gradient(logp)
+
+    def alpha_loss_fn(log_alpha):
+        return (-jnp.exp(log_alpha) * (logp + agent.target_entropy)).mean()
+
+    alpha_loss, grad = jax.value_and_grad(alpha_loss_fn)(p.log_alpha)
+    update, alpha_opt = agent.alpha_opt.update(grad, state.opt.alpha, p.log_alpha)
+    log_alpha = optax.apply_updates(p.log_alpha, update)
+    params = p._replace(actor=actor, log_alpha=log_alpha)
+    opt = state.opt._replace(actor=actor_opt, alpha=alpha_opt)
+    info = {"actor_loss": actor_loss, "alpha_loss": alpha_loss, "alpha": jnp.exp(log_alpha)}
+    return state._replace(params=params, opt=opt), info
+
+
+Sampler = Callable[[jax.Array, jax.Array], Transition]
+"""``sampler(key, gradient_step) -> batch``: where each gradient step draws its batch from."""
+
+
+def buffer_sampler(agent: SAC, buffer: ReplayBuffer) -> Sampler:
+    """Every batch uniformly from ``buffer`` (replay of earlier tasks plugs in here)."""
+    return lambda key, step: sample(buffer, key, agent.batch_size)
+
+
+def update_many(
+    agent: SAC, state: SACState, sampler: Sampler, num_updates: int, step0: jax.Array
+) -> tuple[SACState, dict]:
+    """Runs ``num_updates`` gradient steps in one ``lax.scan``, with no host round-trip.
+
+    Args:
+      agent: static agent.
+      state: one seed's learner state.
+      sampler: where batches come from (see :func:`buffer_sampler`).
+      num_updates: static; a multiple of ``agent.policy_frequency``.
+      step0: int32 scalar, the gradient-step counter before this call (drives replay cadence).
+
+    Returns:
+      The new state and the mean of each loss over the call (scalars).
+    """
+    pf = agent.policy_frequency
+    if num_updates % pf:
+        raise ValueError(f"num_updates={num_updates} must be a multiple of policy_frequency={pf}")
+
+    def macro_step(carry, i):
+        state = carry
+        key, *keys = jax.random.split(state.key, 2 * pf + 1)
+        state = state._replace(key=key)
+        q_infos = []
+        for j in range(pf):
+            k_batch, k_upd = jax.random.split(keys[j])
+            batch = sampler(k_batch, step0 + i * pf + j)
+            state, info = critic_update(agent, state, batch, k_upd)
+            q_infos.append(info)
+        a_infos = []
+        for j in range(pf):
+            # CleanRL's compensation loop: pf actor/alpha steps on the step's latest batch.
+            state, info = actor_alpha_update(agent, state, batch.obs, keys[pf + j])
+            a_infos.append(info)
+        info = jax.tree.map(lambda *x: jnp.mean(jnp.stack(x)), *q_infos)
+        info.update(jax.tree.map(lambda *x: jnp.mean(jnp.stack(x)), *a_infos))
+        return state, info
+
+    state, infos = jax.lax.scan(macro_step, state, jnp.arange(num_updates // pf))
+    return state, jax.tree.map(jnp.mean, infos)
