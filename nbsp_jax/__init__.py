@@ -1,0 +1,70 @@
+"""nbsp_jax: NBSP (neuron-level balance between stability and plasticity) in JAX/Flax.
+
+Public API:
+
+- Masking (optax): :func:`masked_scale`, :class:`MaskedScaleState`, :func:`set_masks`,
+  :func:`get_masks`, :func:`masks_from_layers`.
+- Skill neurons: :func:`skill_scores`, :func:`score_layers`, :func:`neuron_masks`,
+  :func:`select_top`, and the ablation selectors :func:`random_scores`,
+  :func:`activation_scores`, :func:`weight_scores`.
+- Networks and capture: :class:`GaussianActor`, :class:`QNetwork`, :func:`record`.
+- SAC: :func:`make_sac`, :func:`init_state`, :func:`update_many`.
+- Replay: :class:`Transition`, :class:`ReplayBuffer`, :func:`init_buffer`.
+- Environments: :class:`SeedVecEnv`, :func:`metaworld_tasks`.
+- Continual-learning metrics: :func:`continual_metrics`, :func:`normalize_atari`.
+- Training: :func:`train_and_evaluate` (what ``python -m nbsp_jax.train`` calls).
+"""
+
+from nbsp_jax.cycle import train_and_evaluate
+from nbsp_jax.envs import SeedVecEnv, metaworld_tasks
+from nbsp_jax.masking import (
+    MaskedScaleState,
+    get_masks,
+    masked_scale,
+    masks_from_layers,
+    set_masks,
+)
+from nbsp_jax.metrics import continual_metrics, normalize_atari
+from nbsp_jax.networks import GaussianActor, QNetwork, record
+from nbsp_jax.neurons import (
+    activation_scores,
+    neuron_masks,
+    random_scores,
+    score_layers,
+    select_top,
+    skill_scores,
+    weight_scores,
+)
+from nbsp_jax.replay import ReplayBuffer, Transition, init_buffer
+from nbsp_jax.sac import init_state, make_sac, update_many
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "GaussianActor",
+    "MaskedScaleState",
+    "QNetwork",
+    "ReplayBuffer",
+    "SeedVecEnv",
+    "Transition",
+    "activation_scores",
+    "continual_metrics",
+    "get_masks",
+    "init_buffer",
+    "init_state",
+    "make_sac",
+    "masked_scale",
+    "masks_from_layers",
+    "metaworld_tasks",
+    "neuron_masks",
+    "normalize_atari",
+    "random_scores",
+    "record",
+    "score_layers",
+    "select_top",
+    "set_masks",
+    "skill_scores",
+    "train_and_evaluate",
+    "update_many",
+    "weight_scores",
+]

@@ -104,6 +104,11 @@ def validate(c: ml_collections.ConfigDict) -> None:
         )
     if not isinstance(c.eval_episodes, int) or c.eval_episodes < 0:
         raise ValueError(f"config.eval_episodes must be >= 0, got {c.eval_episodes!r}")
+    if c.agent == "sac_atari":
+        raise NotImplementedError(
+            "config.agent='sac_atari' (discrete SAC on EnvPool Atari) is not implemented yet: "
+            "it arrives with issue 5. Valid choices now: " + str(AGENTS)
+        )
     if c.agent not in AGENTS:
         raise ValueError(f"unknown config.agent {c.agent!r}; valid choices: {AGENTS}")
     if c.env_backend not in BACKENDS:

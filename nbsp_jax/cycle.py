@@ -172,6 +172,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             while steps < config.steps_per_task:
                 stage = _stage(config)
                 for k in range(K):
+                    if steps == config.steps_per_task:
+                        break  # budget reached mid-chunk: the remaining rows stay invalid
                     if steps < config.learning_starts:
                         actions = rng.uniform(-1.0, 1.0, (S, E, ACTION_DIM)).astype(np.float32)
                     else:
@@ -207,6 +209,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                     scalars = {f"losses/{k}": v for k, v in info.items()}
                     scalars["charts/SPS"] = np.full(S, sps)
                     writers.write_all(global_step, scalars, task=task)
+                    writers.flush()
                 sr = [np.mean(r) if r else float("nan") for r in recent]
                 progress.update(global_step, f"{task} ({phase + 1}/{len(phases)})", sps,
                                 " ".join(f"{x:.2f}" for x in sr))

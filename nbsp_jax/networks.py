@@ -65,7 +65,7 @@ class GaussianActor(nn.Module):
 
 
 class QNetwork(nn.Module):
-    """State-action value ``Q(s, a)``: concat -> ReLU MLP (``fc{i}``) -> ``out``. Returns ``[...]``."""
+    """``Q(s, a)``: concat -> ReLU MLP (``fc{i}``) -> ``out``. Returns ``[...]``."""
 
     hidden: Sequence[int]
 
