@@ -104,7 +104,8 @@ def _metaworld_env(task: str, seed: int):
     import gymnasium as gym
     import metaworld  # noqa: F401  (registers the Meta-World/* ids)
 
-    # MT1 resamples the goal of `task` at each reset, like EnvPool; the goal is observable.
+    # MT1 draws each reset's goal from the benchmark's fixed set of 50 goals of `task`
+    # (EnvPool samples a fresh one each reset); the goal is observable in both.
     return gym.make(
         "Meta-World/MT1", env_name=f"{task}-v3", seed=seed, max_episode_steps=MAX_EPISODE_STEPS
     )

@@ -231,23 +231,28 @@ def test_autoreset_bookkeeping(backend):
 
 
 def test_reset_mid_episode_restarts_counters():
-    """reset() in the middle of an episode restarts the episode bookkeeping."""
-    env = SeedVecEnv("window-open", num_seeds=1, num_envs=2, seed=7)
+    """reset() in the middle of an episode restarts the episode bookkeeping; a 2 x 2 pool
+    labels its finished episodes seed-major."""
+    env = SeedVecEnv("window-open", num_seeds=2, num_envs=2, seed=7)
+    action = np.zeros((2, 2, 4))
     try:
         env.reset()
         for _ in range(10):
-            step, stats = env.step(np.zeros((1, 2, 4)))
+            step, stats = env.step(action)
             assert step.valid.all() and len(stats.seed) == 0
         env.reset()
-        total = np.zeros(2)
+        total = np.zeros((2, 2))
         for i in range(T):
-            step, stats = env.step(np.zeros((1, 2, 4)))
-            total += step.reward[0]
-            assert step.valid.all()
+            step, stats = env.step(action)
+            total += step.reward
+            assert step.valid.all() and step.reward.shape == (2, 2)
             if i < T - 1:
-                assert len(stats.seed) == 0
-        np.testing.assert_array_equal(stats.length, [T, T])
-        np.testing.assert_allclose(stats.ret, total, rtol=1e-5)
+                assert len(stats.seed) == 0 and not step.truncated.any()
+        assert step.truncated.all()
+        np.testing.assert_array_equal(stats.seed, [0, 0, 1, 1])
+        np.testing.assert_array_equal(stats.length, [T] * 4)
+        np.testing.assert_allclose(stats.ret, total.reshape(-1), rtol=1e-5)
+        assert len(np.unique(stats.ret.round(3))) == 4  # distinct goals, distinct returns
     finally:
         env.close()
 
