@@ -22,7 +22,7 @@ import jax.numpy as jnp
 
 
 def measure(setting: str, hidden: tuple[int, ...], batch: int, seeds: int, updates: int,
-            repeats: int, buffer_rows: int = 100_000) -> dict:
+            repeats: int, method: str = "sac", buffer_rows: int = 100_000) -> dict:
     """Returns the benchmark record (see module docstring)."""
     if setting != "continuous":
         raise SystemExit(f"--setting {setting!r} is not implemented yet; valid: 'continuous' "
@@ -36,6 +36,7 @@ def measure(setting: str, hidden: tuple[int, ...], batch: int, seeds: int, updat
     c = base_config()
     c.hidden, c.batch_size, c.num_seeds = hidden, batch, seeds
     c.chunk_steps, c.num_envs, c.updates_per_step = updates, 1, 1
+    c.method = method
     learner = make_learner(c)
     state = jax.vmap(lambda k: init_state(learner.agent, k))(seed_keys(0, seeds))
 
@@ -53,17 +54,20 @@ def measure(setting: str, hidden: tuple[int, ...], batch: int, seeds: int, updat
         return replay.add(buf, batch, jnp.ones((rows,), bool))
 
     buffer = jax.jit(jax.vmap(random_buffer))(jax.random.split(jax.random.key(1), seeds))
+    # NBSP methods also replay a (filled) earlier-task buffer every k-th step and carry masks.
+    pre = jax.jit(jax.vmap(random_buffer))(jax.random.split(jax.random.key(2), seeds))
+    update = lambda s: learner.update(s, buffer, pre, jnp.int32(0))
     t0 = time.perf_counter()
-    state, info = learner.update(state, buffer, jnp.int32(0))
+    state, info = update(state)
     jax.block_until_ready(info)
     compile_s = time.perf_counter() - t0
     for _ in range(2):  # warm-up
-        state, info = learner.update(state, buffer, jnp.int32(0))
+        state, info = update(state)
     jax.block_until_ready(info)
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        state, info = learner.update(state, buffer, jnp.int32(0))
+        state, info = update(state)
         jax.block_until_ready(info)
         times.append(time.perf_counter() - t0)
     med = statistics.median(times)
@@ -72,6 +76,7 @@ def measure(setting: str, hidden: tuple[int, ...], batch: int, seeds: int, updat
         "hidden": list(hidden),
         "batch": batch,
         "seeds": seeds,
+        "method": method,
         "updates_per_call": updates,
         "repeats": repeats,
         "updates_per_s": seeds * updates / med,
@@ -92,10 +97,12 @@ def main() -> None:
     p.add_argument("--seeds", type=int, default=1)
     p.add_argument("--updates", type=int, default=200, help="updates fused per call")
     p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--method", default="sac", help="config.method: sac, nbsp, ... (masks and "
+                   "earlier-task replay on for nbsp)")
     p.add_argument("--json", default=None, help="write the record here")
     a = p.parse_args()
     hidden = tuple(int(h) for h in a.hidden.split(","))
-    rec = measure(a.setting, hidden, a.batch, a.seeds, a.updates, a.repeats)
+    rec = measure(a.setting, hidden, a.batch, a.seeds, a.updates, a.repeats, a.method)
     print(json.dumps({k: v for k, v in rec.items() if k != "call_s_all"}, indent=1))
     if a.json:
         with open(a.json, "w") as f:

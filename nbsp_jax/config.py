@@ -53,6 +53,28 @@ def base_config() -> ml_collections.ConfigDict:
     # Env steps collected between two fused update calls; updates within a chunk run in one
     # lax.scan. Smaller is closer to CleanRL's interleaving, larger is faster.
     c.chunk_steps = 50
+    # --- NBSP (SPEC sections 2-5) ---
+    # 'sac' (vanilla), 'replay_only', 'mask_only', 'nbsp', 'nbsp_hard' (skill neurons masked
+    # to 0, Table 2).
+    c.method = "sac"
+    # Who is a skill neuron (Table 3): 'goal' (ours), 'random', 'activation' (mean |a|),
+    # 'weight' (incoming-weight norm). Mask values always come from the goal scores.
+    c.selector = "goal"
+    # Networks whose updates are masked (Table 4): 'actor', 'critic' or 'both'.
+    c.mask_target = "both"
+    # 'latest' (paper: masks from the last task) or 'min' (per neuron, smallest so far).
+    c.mask_policy = "latest"
+    # Fraction of each network's hidden neurons that are skill neurons (Eq. 5, m = 20%).
+    c.skill_proportion = 0.2
+    # Restriction strength: skill neurons' updates are scaled by alpha * (1 - score) (Eq. 7).
+    c.mask_alpha = 0.2
+    # Steps per seed recorded at the end of each task to score neurons (T; the paper gives no
+    # value). Rounded up to a multiple of num_envs.
+    c.score_steps = 10_000
+    # Transitions per task copied into the earlier-task buffer (Table 6: 1e5).
+    c.replay_store_size = 100_000
+    # Every k-th gradient step samples from the earlier-task buffer (Eq. 8, Table 6: k = 10).
+    c.replay_interval = 10
     # Window (episodes) of the running training success rate.
     c.success_window = 10
     # Evaluation episodes per seed at the end of each task (deterministic policy); 0 disables.
@@ -73,6 +95,8 @@ def smoke(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     c.batch_size = 64
     c.eval_episodes = 1
     c.log_every_steps = 500
+    c.score_steps = 1_000
+    c.replay_store_size = 1_000
     return c
 
 
@@ -89,10 +113,12 @@ def validate(c: ml_collections.ConfigDict) -> None:
     Runs before any environment or network is built, so bad input costs nothing.
     """
     from nbsp_jax.envs import BACKENDS, check_task
+    from nbsp_jax.nbsp import MASK_POLICIES, MASK_TARGETS, METHODS, SELECTORS
 
     _positive(c, "num_seeds", "num_envs", "steps_per_task", "buffer_size", "batch_size",
               "policy_frequency", "updates_per_step", "chunk_steps", "success_window",
-              "log_every_steps", "cycles")
+              "log_every_steps", "cycles", "score_steps", "replay_store_size",
+              "replay_interval")
     if not isinstance(c.seed, int) or c.seed < 0:
         raise ValueError(f"config.seed must be a non-negative integer, got {c.seed!r}")
     if not isinstance(c.learning_starts, int) or c.learning_starts < 0:
@@ -111,6 +137,14 @@ def validate(c: ml_collections.ConfigDict) -> None:
         )
     if c.agent not in AGENTS:
         raise ValueError(f"unknown config.agent {c.agent!r}; valid choices: {AGENTS}")
+    for name, choices in (("method", tuple(METHODS)), ("selector", SELECTORS),
+                          ("mask_target", MASK_TARGETS), ("mask_policy", MASK_POLICIES)):
+        if c[name] not in choices:
+            raise ValueError(f"unknown config.{name} {c[name]!r}; valid choices: {choices}")
+    if not 0.0 < c.skill_proportion <= 1.0:
+        raise ValueError(f"config.skill_proportion must lie in (0, 1], got {c.skill_proportion!r}")
+    if not 0.0 <= c.mask_alpha <= 1.0:
+        raise ValueError(f"config.mask_alpha must lie in [0, 1], got {c.mask_alpha!r}")
     if c.env_backend not in BACKENDS:
         raise ValueError(f"unknown config.env_backend {c.env_backend!r}; valid choices: {BACKENDS}")
     if isinstance(c.tasks, str) or len(c.tasks) == 0:

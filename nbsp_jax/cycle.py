@@ -19,29 +19,38 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
 
-from nbsp_jax import replay, sac
+from nbsp_jax import nbsp, replay, sac
 from nbsp_jax.config import validate
-from nbsp_jax.envs import ACTION_DIM, OBS_DIM, SeedVecEnv
+from nbsp_jax.envs import ACTION_DIM, OBS_DIM, SeedVecEnv, seed_major
 from nbsp_jax.logs import Progress, SeedWriters
+from nbsp_jax.masking import masked_scale
+from nbsp_jax.recorder import GoalRecorder
 
 
 class Learner(NamedTuple):
-    """Jitted, seed-vmapped functions of one agent (built once per run)."""
+    """Jitted, seed-vmapped functions of one agent (built once per run). Shapes: ``[S, ...]``."""
 
     agent: sac.SAC
-    act: callable  # (actor_params [S], obs [S,E,D], keys [S]) -> (actions [S,E,A], keys [S])
-    act_det: callable  # (actor_params [S], obs [S,E,D]) -> actions [S,E,A]
-    add: callable  # (buffer [S], batch [S,B,...], valid [S,B]) -> buffer [S]
-    update: callable  # (state [S], buffer [S], step0) -> (state [S], info {k: [S]})
+    spec: nbsp.MethodSpec
+    act: callable  # (actor_params, obs [S,E,D], keys) -> (actions [S,E,A], keys)
+    act_det: callable  # (actor_params, obs [S,E,D]) -> actions [S,E,A]
+    add: callable  # (buffer, batch [S,B,...], valid [S,B]) -> buffer
+    update: callable  # (state, buffer, pre_buffer, step0) -> (state, info {k: [S]})
+    end_task: callable  # (state, obs, action, goal, valid, keys) -> (state, scores, masks, skill)
+    store: callable  # (pre_buffer, buffer, keys) -> pre_buffer
 
 
 def make_learner(config: ml_collections.ConfigDict) -> Learner:
     """Builds the agent and its jitted, vmapped step functions from ``config``."""
+    spec = nbsp.method_spec(config.method)
+    masked = lambda lr: optax.chain(optax.adam(lr), masked_scale()) if spec.masks else None
     agent = sac.make_sac(
         OBS_DIM, ACTION_DIM, hidden=config.hidden, policy_lr=config.policy_lr,
         q_lr=config.q_lr, gamma=config.gamma, tau=config.tau,
         policy_frequency=config.policy_frequency, batch_size=config.batch_size,
+        actor_opt=masked(config.policy_lr), q_opt=masked(config.q_lr),
     )
     num_updates = config.chunk_steps * config.num_envs * config.updates_per_step
 
@@ -49,16 +58,32 @@ def make_learner(config: ml_collections.ConfigDict) -> Learner:
         key, sub = jax.random.split(key)
         return sac.sample_action(agent, actor_params, obs, sub)[0], key
 
-    def update(state, buffer, step0):
-        sampler = sac.buffer_sampler(agent, buffer)
+    def update(state, buffer, pre, step0):
+        if spec.replay:
+            sampler = nbsp.replay_sampler(agent, buffer, pre, config.replay_interval)
+        else:
+            sampler = sac.buffer_sampler(agent, buffer)
         return sac.update_many(agent, state, sampler, num_updates, step0)
 
+    def end_task(state, obs, action, goal, valid, key):
+        scores, rank = nbsp.score_networks(agent, state, obs, action, goal, valid, key,
+                                           config.selector)
+        masks, skill = nbsp.build_masks(scores, rank, config.skill_proportion,
+                                        config.mask_alpha, spec.hard)
+        if spec.masks:
+            state = nbsp.install_masks(state, masks, config.mask_target, config.mask_policy)
+        return state, scores, masks, skill
+
+    store = lambda pre, buf, key: nbsp.store_for_replay(pre, buf, key, config.replay_store_size)
     return Learner(
         agent=agent,
+        spec=spec,
         act=jax.jit(jax.vmap(act)),
         act_det=jax.jit(jax.vmap(functools.partial(sac.deterministic_action, agent))),
         add=jax.jit(jax.vmap(replay.add), donate_argnums=0),
-        update=jax.jit(jax.vmap(update, in_axes=(0, 0, None)), donate_argnums=0),
+        update=jax.jit(jax.vmap(update, in_axes=(0, 0, 0, None)), donate_argnums=0),
+        end_task=jax.jit(jax.vmap(end_task)),
+        store=jax.jit(jax.vmap(store), donate_argnums=0),
     )
 
 
@@ -107,10 +132,8 @@ def _stage(config) -> dict:
     }
 
 
-def _to_seed_major(x: np.ndarray) -> jax.Array:
-    """``[K, S, E, ...] -> [S, K*E, ...]`` on the device."""
-    x = np.swapaxes(x, 0, 1)
-    return jnp.asarray(x.reshape(x.shape[0], -1, *x.shape[3:]))
+def _device_seed_major(x: np.ndarray) -> jax.Array:
+    return jnp.asarray(seed_major(x))
 
 
 def prepare_workdir(workdir: str, config) -> None:
@@ -155,6 +178,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     phases = [t for _ in range(config.cycles) for t in config.tasks]
     progress = Progress(len(phases) * config.steps_per_task, config.progress)
     summary = {"phases": [], "num_seeds": S}
+    # One buffer of transitions from all earlier tasks (Eq. 8); capacity 1 (never filled) when
+    # the method does not replay, so every method runs the same compiled update.
+    pre_capacity = config.replay_store_size * (len(phases) - 1) if learner.spec.replay else 1
+    pre_buffer = jax.vmap(lambda _: replay.init_buffer(max(pre_capacity, 1), OBS_DIM,
+                                                       ACTION_DIM))(jnp.arange(S))
+    task_keys = jax.vmap(lambda k: jax.random.fold_in(k, 1))(keys)
     grad_step = 0
     t_start = time.perf_counter()
     try:
@@ -165,6 +194,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                                                            ACTION_DIM))(jnp.arange(S))
             env = SeedVecEnv(task, S, E, env_seed(config, task_index) + phase, config.env_backend)
             obs = env.reset()
+            recorder = GoalRecorder(-(-config.score_steps // E), S, E, OBS_DIM, ACTION_DIM)
             recent = [deque(maxlen=config.success_window) for _ in range(S)]
             returns = [deque(maxlen=config.success_window) for _ in range(S)]
             steps = 0  # valid env steps per seed in this phase
@@ -181,6 +211,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                                                         act_keys)
                         actions = np.asarray(actions)
                     step, episodes = env.step(actions)
+                    recorder.add(obs, actions, step)
                     stage["obs"][k], stage["action"][k] = obs, actions
                     stage["reward"][k], stage["next_obs"][k] = step.reward, step.obs
                     stage["terminated"][k], stage["valid"][k] = step.terminated, step.valid
@@ -194,12 +225,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                         writers.write(int(s), phase * config.steps_per_task + steps,
                                       {"charts/episodic_return": ret,
                                        "charts/success_rate": np.mean(recent[s])}, task=task)
-                batch = replay.Transition(*(_to_seed_major(stage[f]) for f in
+                batch = replay.Transition(*(_device_seed_major(stage[f]) for f in
                                             ("obs", "action", "reward", "next_obs",
                                              "terminated")))
-                buffer = learner.add(buffer, batch, _to_seed_major(stage["valid"]))
+                buffer = learner.add(buffer, batch, _device_seed_major(stage["valid"]))
                 if steps >= config.learning_starts:
-                    state, info = learner.update(state, buffer, jnp.int32(grad_step))
+                    state, info = learner.update(state, buffer, pre_buffer,
+                                                 jnp.int32(grad_step))
                     grad_step += K * E * config.updates_per_step
                 global_step = phase * config.steps_per_task + steps
                 sps = steps / (time.perf_counter() - t_phase)
@@ -214,12 +246,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                 progress.update(global_step, f"{task} ({phase + 1}/{len(phases)})", sps,
                                 " ".join(f"{x:.2f}" for x in sr))
             env.close()
+            task_keys, score_keys, store_keys = jax.vmap(
+                lambda k: tuple(jax.random.split(k, 3)))(task_keys)
+            state, goal_kind = _end_of_task(learner, state, recorder, score_keys, workdir,
+                                            phase, task)
+            if learner.spec.replay and phase < len(phases) - 1:
+                pre_buffer = learner.store(pre_buffer, buffer, store_keys)
+            del buffer
             entry = {
                 "task": task,
                 "env_steps": steps,
                 "train_success_rate": [float(np.mean(r)) if r else None for r in recent],
                 "episodic_return": [float(np.mean(r)) if r else None for r in returns],
                 "wall_s": time.perf_counter() - t_phase,
+                "goal_metric": goal_kind,
             }
             if config.eval_episodes:
                 entry["eval_success_rate"] = evaluate(
@@ -235,6 +275,43 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         json.dump(summary, f, indent=2)
     summary["state"] = state
     return summary
+
+
+def _end_of_task(learner: Learner, state, recorder: GoalRecorder, keys, workdir: str,
+                 phase: int, task: str):
+    """Scores neurons on the task's last recorded steps, installs masks, saves them as .npz.
+
+    The goal metric is episode success; a seed whose recorded success is constant (all
+    episodes succeeded, or none) carries no goal information, so that seed falls back to the
+    episode return, a graded metric (SPEC section 3), and the switch is logged.
+
+    Returns:
+      The new state and, per seed, the goal metric used (``'success'`` or ``'return'``).
+    """
+    rec = recorder.result()
+    goal = rec.success.copy()
+    kinds = []
+    for s in range(goal.shape[0]):
+        v = rec.valid[s]
+        if v.any() and goal[s][v].min() == goal[s][v].max():
+            print(f"[nbsp] seed {s}, task {task}: episode success is constant "
+                  f"({goal[s][v].max():.0f}) over the {v.sum()} recorded steps; scoring with "
+                  "episode return instead")
+            goal[s] = rec.ret[s]
+            kinds.append("return")
+        else:
+            kinds.append("success")
+    state, scores, masks, skill = learner.end_task(
+        state, jnp.asarray(rec.obs), jnp.asarray(rec.action), jnp.asarray(goal),
+        jnp.asarray(rec.valid), keys)
+    arrays = {"goal_metric_is_return": np.array([k == "return" for k in kinds])}
+    for name, tree in (("score", scores), ("mask", masks), ("skill", skill)):
+        for net, layers in tree.items():
+            for layer, value in layers.items():
+                arrays[f"{net}/{layer}/{name}"] = np.asarray(value)
+    os.makedirs(os.path.join(workdir, "neurons"), exist_ok=True)
+    np.savez(os.path.join(workdir, "neurons", f"phase{phase + 1:02d}_{task}.npz"), **arrays)
+    return state, kinds
 
 
 def library_versions() -> dict:

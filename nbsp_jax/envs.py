@@ -61,6 +61,12 @@ def check_task(task: str) -> str:
     )
 
 
+def seed_major(x: np.ndarray) -> np.ndarray:
+    """``[K, S, E, ...] -> [S, K * E, ...]``: K steps of a pool as per-seed rows."""
+    x = np.swapaxes(np.asarray(x), 0, 1)
+    return x.reshape(x.shape[0], -1, *x.shape[3:])
+
+
 class Step(NamedTuple):
     """What one step of all ``S * E`` envs returns, each array ``[S, E, ...]``.
 

@@ -1,0 +1,182 @@
+"""NBSP for a SAC agent: score skill neurons, build and install masks, replay earlier tasks.
+
+Written for one seed (the training loop vmaps it). The three networks (actor, critic ``qf1``,
+critic ``qf2``) are scored separately, each ranked jointly over its own hidden layers.
+
+Methods (``config.method``), by what they switch on:
+
+=============  =====  ======  ===========
+method         masks  replay  mask values
+=============  =====  ======  ===========
+``sac``        no     no      -
+``replay_only`` no    yes     -
+``mask_only``  yes    no      alpha * (1 - score)
+``nbsp``       yes    yes     alpha * (1 - score)
+``nbsp_hard``  yes    yes     0
+=============  =====  ======  ===========
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from nbsp_jax import neurons, replay
+from nbsp_jax.masking import get_masks, masks_from_layers, set_masks
+from nbsp_jax.networks import record
+from nbsp_jax.sac import SAC, SACState, Sampler
+
+NETWORKS = ("actor", "qf1", "qf2")
+SELECTORS = ("goal", "random", "activation", "weight")
+MASK_TARGETS = ("actor", "critic", "both")
+MASK_POLICIES = ("latest", "min")
+
+
+class MethodSpec(NamedTuple):
+    """What a method switches on."""
+
+    masks: bool
+    replay: bool
+    hard: bool
+
+
+METHODS = {
+    "sac": MethodSpec(False, False, False),
+    "replay_only": MethodSpec(False, True, False),
+    "mask_only": MethodSpec(True, False, False),
+    "nbsp": MethodSpec(True, True, False),
+    "nbsp_hard": MethodSpec(True, True, True),
+}
+
+
+def method_spec(name: str) -> MethodSpec:
+    """Looks up a method; raises ValueError naming the valid choices."""
+    if name not in METHODS:
+        raise ValueError(f"unknown method {name!r}; valid choices: {tuple(METHODS)}")
+    return METHODS[name]
+
+
+def record_networks(agent: SAC, state: SACState, obs: jax.Array, action: jax.Array) -> dict:
+    """Post-ReLU hidden activations of each network: ``{net: {layer: [T, N]}}``.
+
+    The actor sees ``obs [T, D]``; the critics see the recorded pairs ``(obs, action [T, A])``.
+    """
+    p = state.params
+    return {
+        "actor": record(agent.actor, p.actor, obs)[1],
+        "qf1": record(agent.critic, p.q["qf1"], obs, action)[1],
+        "qf2": record(agent.critic, p.q["qf2"], obs, action)[1],
+    }
+
+
+def _net_params(state: SACState, net: str) -> dict:
+    return state.params.actor if net == "actor" else state.params.q[net]
+
+
+def score_networks(
+    agent: SAC, state: SACState, obs: jax.Array, action: jax.Array, goal: jax.Array,
+    valid: jax.Array, key: jax.Array, selector: str = "goal",
+) -> tuple[dict, dict]:
+    """Goal scores (Eq. 1-4) and ranking scores (by ``selector``) of every hidden neuron.
+
+    Args:
+      obs, action: recorded steps ``[T, D]``, ``[T, A]``.
+      goal: goal metric ``[T]`` (episode success or return of the step's episode).
+      valid: bool ``[T]``, which recorded rows are real.
+      key: PRNG key for the ``random`` selector.
+      selector: one of :data:`SELECTORS`; decides *which* neurons are skill neurons. The goal
+        scores always give the mask values.
+
+    Returns:
+      ``(goal_scores, rank_scores)``, each ``{net: {layer: [N]}}``.
+    """
+    acts = record_networks(agent, state, obs, action)
+    goal_scores = {n: neurons.score_layers(a, goal, valid) for n, a in acts.items()}
+    if selector == "goal":
+        return goal_scores, goal_scores
+    rank = {}
+    for i, (net, layer_acts) in enumerate(acts.items()):
+        if selector == "random":
+            sizes = {k: v.shape[-1] for k, v in layer_acts.items()}
+            rank[net] = neurons.random_scores(jax.random.fold_in(key, i), sizes)
+        elif selector == "activation":
+            w = valid.astype(jnp.float32)[:, None]
+            rank[net] = {k: (jnp.abs(v) * w).sum(0) / jnp.maximum(w.sum(), 1.0)
+                         for k, v in layer_acts.items()}
+        elif selector == "weight":
+            rank[net] = neurons.weight_scores(_net_params(state, net), list(layer_acts))
+        else:
+            raise ValueError(f"unknown selector {selector!r}; valid choices: {SELECTORS}")
+    return goal_scores, rank
+
+
+def build_masks(goal_scores: dict, rank_scores: dict, proportion: float, alpha: float,
+                hard: bool) -> tuple[dict, dict]:
+    """Per-layer masks and skill-neuron sets of each network.
+
+    Returns:
+      ``(masks, skill)``: ``{net: {layer: [N] float32}}`` and ``{net: {layer: [N] bool}}``.
+    """
+    masks, skill = {}, {}
+    for net in goal_scores:
+        masks[net] = neurons.neuron_masks(rank_scores[net], proportion, alpha, hard,
+                                          mask_values=goal_scores[net])
+        skill[net] = neurons.select_top(rank_scores[net], proportion)
+    return masks, skill
+
+
+def install_masks(state: SACState, layer_masks: dict, target: str = "both",
+                  policy: str = "latest") -> SACState:
+    """Writes new masks into the ``masked_scale`` states of the actor and/or critic optimizers.
+
+    Args:
+      state: a learner state whose optimizers contain ``masked_scale``.
+      layer_masks: ``{net: {layer: [N]}}`` from :func:`build_masks`.
+      target: ``'actor'``, ``'critic'`` or ``'both'`` (Table 4); untargeted networks keep
+        all-ones masks.
+      policy: ``'latest'`` (the paper: masks from the last task only) or ``'min'`` (per
+        neuron, the smallest mask over the tasks so far).
+    """
+    p = state.params
+    actor_m = masks_from_layers(p.actor, layer_masks["actor"] if target != "critic" else {})
+    q_m = {n: masks_from_layers(p.q[n], layer_masks[n] if target != "actor" else {})
+           for n in ("qf1", "qf2")}
+    if policy == "min":
+        actor_m = jax.tree.map(jnp.minimum, get_masks(state.opt.actor), actor_m)
+        q_m = jax.tree.map(jnp.minimum, get_masks(state.opt.q), q_m)
+    opt = state.opt._replace(actor=set_masks(state.opt.actor, actor_m),
+                             q=set_masks(state.opt.q, q_m))
+    return state._replace(opt=opt)
+
+
+def store_for_replay(pre: replay.ReplayBuffer, current: replay.ReplayBuffer, key: jax.Array,
+                     store_size: int) -> replay.ReplayBuffer:
+    """Appends ``store_size`` transitions drawn uniformly (without replacement) from ``current``
+    to the earlier-task buffer ``pre`` (Eq. 8); all of them if ``current`` holds fewer."""
+    capacity = current.data.reward.shape[0]
+    n = min(store_size, capacity)
+    u = jax.random.uniform(key, (capacity,))
+    u = jnp.where(jnp.arange(capacity) < current.size, u, -1.0)
+    _, idx = jax.lax.top_k(u, n)  # filled rows rank first
+    rows = jax.tree.map(lambda x: x[idx], current.data)
+    return replay.add(pre, rows, jnp.arange(n) < current.size)
+
+
+def replay_sampler(agent: SAC, current: replay.ReplayBuffer, pre: replay.ReplayBuffer,
+                   interval: int) -> Sampler:
+    """Gradient step ``g`` draws from ``pre`` when ``g % interval == 0`` and ``pre`` is not
+    empty, else from ``current`` (Eq. 8)."""
+
+    def from_pre_if_any(key):
+        a = replay.sample(pre, key, agent.batch_size)
+        b = replay.sample(current, key, agent.batch_size)
+        return jax.tree.map(lambda x, y: jnp.where(pre.size > 0, x, y), a, b)
+
+    def sampler(key, step):
+        # `step` is shared by all seeds (unbatched under vmap), so this stays a real branch.
+        return jax.lax.cond(step % interval == 0, from_pre_if_any,
+                            lambda k: replay.sample(current, k, agent.batch_size), key)
+
+    return sampler

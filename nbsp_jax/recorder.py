@@ -1,0 +1,80 @@
+"""Host-side record of the last steps of a task, with each step's goal metric (SPEC section 3).
+
+The skill-neuron scores need, for the last ``T`` steps of training on a task, the observation,
+the action and the goal metric of the episode that contains the step: Meta-World episode
+success (any step succeeded), Atari episode return. Episodes still running when the task ends
+use their value so far. The record is a ring, so it needs no advance knowledge of when the
+task ends (a phase can stop early at the success threshold).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from nbsp_jax.envs import Step, seed_major
+
+
+class Recorded(NamedTuple):
+    """Recorded steps per seed: obs ``[S, T, D]``, action ``[S, T, A]``, goals/valid ``[S, T]``."""
+
+    obs: np.ndarray
+    action: np.ndarray
+    success: np.ndarray
+    ret: np.ndarray
+    valid: np.ndarray
+
+
+class GoalRecorder:
+    """Ring of the last ``rows`` env steps of ``S`` seeds x ``E`` envs (``T = rows * E``)."""
+
+    def __init__(self, rows: int, num_seeds: int, num_envs: int, obs_dim: int, action_dim: int):
+        s, e = num_seeds, num_envs
+        self.rows = rows
+        self.obs = np.zeros((rows, s, e, obs_dim), np.float32)
+        self.action = np.zeros((rows, s, e, action_dim), np.float32)
+        self.episode = np.zeros((rows, s, e), np.int64)
+        self.valid = np.zeros((rows, s, e), bool)
+        self._ptr = 0
+        self._episode = np.zeros((s, e), np.int64)  # current episode number per env
+        self._ret = np.zeros((s, e))
+        self._succ = np.zeros((s, e), bool)
+        # Finished episodes' outcomes per env: lists indexed by episode number.
+        self._out_ret = [[[] for _ in range(e)] for _ in range(s)]
+        self._out_succ = [[[] for _ in range(e)] for _ in range(s)]
+
+    def add(self, obs: np.ndarray, action: np.ndarray, step: Step) -> None:
+        """Records the step taken from ``obs [S, E, D]`` with ``action [S, E, A]``."""
+        i = self._ptr % self.rows
+        self.obs[i], self.action[i], self.valid[i] = obs, action, step.valid
+        self.episode[i] = self._episode
+        self._ptr += 1
+        self._ret += np.where(step.valid, step.reward, 0.0)
+        self._succ |= step.success
+        done = step.valid & (step.terminated | step.truncated)
+        for s, e in zip(*np.nonzero(done), strict=True):
+            self._out_ret[s][e].append(self._ret[s, e])
+            self._out_succ[s][e].append(self._succ[s, e])
+        self._episode += done
+        self._ret[done], self._succ[done] = 0.0, False
+
+    def result(self) -> Recorded:
+        """The recorded steps in time order with their episodes' goal metrics."""
+        # Fixed length T (so the jitted scorer never recompiles); unfilled rows are invalid.
+        n = self.rows
+        order = np.arange(self._ptr - n, self._ptr) % n if self._ptr >= n else np.arange(n)
+        s, e = self._episode.shape
+        ret = np.zeros((n, s, e))
+        succ = np.zeros((n, s, e))
+        for si in range(s):
+            for ei in range(e):
+                # Outcome table of this env: finished episodes, then the running one.
+                r = np.append(self._out_ret[si][ei], self._ret[si, ei])
+                c = np.append(self._out_succ[si][ei], self._succ[si, ei])
+                ids = self.episode[order, si, ei]
+                ret[:, si, ei], succ[:, si, ei] = r[ids], c[ids]
+
+        return Recorded(seed_major(self.obs[order]), seed_major(self.action[order]),
+                        seed_major(succ).astype(np.float32), seed_major(ret).astype(np.float32),
+                        seed_major(self.valid[order]))
