@@ -1,0 +1,147 @@
+"""NBSP inside the agent: recording, method switches, masks in the optimizer, replay cadence."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from nbsp_jax import nbsp, replay, sac
+from nbsp_jax.config import base_config
+from nbsp_jax.cycle import make_learner, seed_keys
+from nbsp_jax.envs import Step
+from nbsp_jax.masking import MaskedScaleState, get_masks
+from nbsp_jax.recorder import GoalRecorder
+
+
+def _filled(capacity, value, obs_dim=39, action_dim=4, n=None):
+    n = capacity if n is None else n
+    buf = replay.init_buffer(capacity, obs_dim, action_dim)
+    k = jax.random.split(jax.random.key(n), 2)
+    rows = replay.Transition(jax.random.normal(k[0], (n, obs_dim)), jnp.zeros((n, action_dim)),
+                             jnp.arange(n, dtype=jnp.float32) + value,
+                             jax.random.normal(k[1], (n, obs_dim)), jnp.zeros(n))
+    return replay.add(buf, rows, jnp.ones(n, bool))
+
+
+def test_replay_cadence_every_kth_step():
+    agent = sac.make_sac(39, 4, hidden=(8,), batch_size=16)
+    current, pre = _filled(50, 0.0), _filled(50, 1000.0)
+    sampler = jax.jit(nbsp.replay_sampler(agent, current, pre, interval=10))
+    from_pre = [bool(sampler(jax.random.key(g), jnp.int32(g)).reward.min() >= 1000)
+                for g in range(31)]
+    assert from_pre == [g % 10 == 0 for g in range(31)]
+    # An empty earlier-task buffer is never used.
+    empty = replay.init_buffer(50, 39, 4)
+    sampler = jax.jit(nbsp.replay_sampler(agent, current, empty, interval=10))
+    assert float(sampler(jax.random.key(0), jnp.int32(0)).reward.max()) < 1000
+
+
+def test_store_for_replay_draws_distinct_filled_rows():
+    cur = _filled(100, 0.0, n=60)  # rows 0..59 filled, rewards 0..59
+    pre = replay.init_buffer(200, 39, 4)
+    pre = nbsp.store_for_replay(pre, cur, jax.random.key(0), store_size=25)
+    got = np.asarray(pre.data.reward[:25])
+    assert int(pre.size) == 25 and len(set(got.tolist())) == 25 and got.max() < 60
+    # Asking for more than is there stores everything once.
+    pre = nbsp.store_for_replay(pre, cur, jax.random.key(1), store_size=80)
+    assert int(pre.size) == 25 + 60
+    assert sorted(np.asarray(pre.data.reward[25:85]).tolist()) == list(range(60))
+
+
+def _step(reward, success, done, valid):
+    a = lambda x, dt: np.asarray(x, dt).reshape(1, 1)
+    return Step(np.zeros((1, 1, 2), np.float32), a(reward, np.float32), a(False, bool),
+                a(done, bool), a(success, bool), a(valid, bool))
+
+
+def test_recorder_goal_metric_per_episode():
+    rec = GoalRecorder(rows=6, num_seeds=1, num_envs=1, obs_dim=2, action_dim=1)
+    # Episode A: 3 steps, succeeds at its 2nd step. Reset step. Episode B: 3 steps so far,
+    # no success yet. The ring keeps the last 6 steps: A2, A3, reset, B1, B2, B3.
+    seq = [(1, 0, 0, 1), (2, 1, 0, 1), (3, 0, 1, 1), (0, 0, 0, 0), (4, 0, 0, 1), (5, 0, 0, 1),
+           (6, 0, 0, 1)]
+    for i, (r, s, d, v) in enumerate(seq):
+        rec.add(np.full((1, 1, 2), i, np.float32), np.zeros((1, 1, 1)), _step(r, s, d, v))
+    out = rec.result()
+    np.testing.assert_array_equal(out.obs[0, :, 0], [1, 2, 3, 4, 5, 6])
+    np.testing.assert_array_equal(out.valid[0], [1, 1, 0, 1, 1, 1])
+    np.testing.assert_array_equal(out.success[0][out.valid[0]], [1, 1, 0, 0, 0])
+    np.testing.assert_array_equal(out.ret[0][out.valid[0]], [6, 6, 15, 15, 15])
+
+
+def _config(method, **kw):
+    c = base_config()
+    c.method, c.hidden, c.batch_size, c.num_seeds = method, (16, 16), 32, 2
+    c.chunk_steps, c.skill_proportion = 10, 0.25
+    for k, v in kw.items():
+        c[k] = v
+    return c
+
+
+def _end_task(learner, state, seed=0):
+    t = 64
+    k = jax.random.split(jax.random.key(seed), 3)
+    obs = jax.random.normal(k[0], (2, t, 39))
+    act = jax.random.uniform(k[1], (2, t, 4), minval=-1, maxval=1)
+    goal = (jax.random.uniform(k[2], (2, t)) > 0.5).astype(jnp.float32)
+    return learner.end_task(state, obs, act, goal, jnp.ones((2, t), bool), seed_keys(seed, 2))
+
+
+@pytest.mark.parametrize("method", ["sac", "replay_only", "mask_only", "nbsp", "nbsp_hard"])
+def test_method_switches(method):
+    learner = make_learner(_config(method))
+    spec = nbsp.METHODS[method]
+    assert learner.spec == spec
+    state = jax.vmap(lambda key: sac.init_state(learner.agent, key))(seed_keys(0, 2))
+    has_masks = any(isinstance(x, MaskedScaleState) for x in jax.tree.leaves(
+        state.opt, is_leaf=lambda x: isinstance(x, MaskedScaleState)))
+    assert has_masks == spec.masks
+    new, scores, masks, skill = _end_task(learner, state)
+    # 25% of 16 + 16 neurons per network = 8 skill neurons, per seed.
+    assert int(sum(v.sum() for v in skill["actor"].values()) / 2) == 8
+    if not spec.masks:
+        return
+    m = get_masks(new.opt.actor)["params"]["fc0"]["kernel"]  # [S, 16]
+    sel = skill["actor"]["fc0"]
+    expected = 0.0 if spec.hard else 0.2 * (1 - scores["actor"]["fc0"])
+    np.testing.assert_allclose(m, np.where(sel, expected, 1.0), rtol=1e-6)
+    np.testing.assert_array_equal(get_masks(new.opt.actor)["params"]["mean"]["kernel"], 1.0)
+    if spec.hard:
+        # Hard-masked units do not move under gradient updates.
+        buf = jax.vmap(lambda _: _filled(64, 0.0))(jnp.arange(2))
+        before = jax.device_get((new.params.actor, new.params.q["qf1"]))  # update donates `new`
+        after, _ = learner.update(new, buf, buf, jnp.int32(0))
+        for net, params_before, params_after in (
+            ("actor", before[0], after.params.actor),
+            ("qf1", before[1], after.params.q["qf1"]),
+        ):
+            for layer in ("fc0", "fc1"):
+                s = np.asarray(skill[net][layer])  # [S, N]
+                kb = np.asarray(params_before["params"][layer]["kernel"])
+                ka = np.asarray(params_after["params"][layer]["kernel"])
+                for seed in range(2):
+                    np.testing.assert_array_equal(ka[seed][:, s[seed]], kb[seed][:, s[seed]])
+                    assert not np.allclose(ka[seed][:, ~s[seed]], kb[seed][:, ~s[seed]])
+
+
+def test_mask_target_and_min_policy():
+    learner = make_learner(_config("nbsp", mask_target="actor", mask_policy="min"))
+    state = jax.vmap(lambda key: sac.init_state(learner.agent, key))(seed_keys(0, 2))
+    s1, _, m1, _ = _end_task(learner, state, seed=1)
+    np.testing.assert_array_equal(get_masks(s1.opt.q)["qf1"]["params"]["fc0"]["kernel"], 1.0)
+    s2, _, m2, _ = _end_task(learner, s1, seed=2)
+    np.testing.assert_allclose(get_masks(s2.opt.actor)["params"]["fc1"]["bias"],
+                               np.minimum(m1["actor"]["fc1"], m2["actor"]["fc1"]))
+
+
+def test_weight_selector_ranks_by_incoming_norm():
+    learner = make_learner(_config("nbsp", selector="weight"))
+    state = jax.vmap(lambda key: sac.init_state(learner.agent, key))(seed_keys(0, 2))
+    _, _, _, skill = _end_task(learner, state)
+    norms = {layer: np.linalg.norm(np.asarray(state.params.actor["params"][layer]["kernel"]),
+                                   axis=1) for layer in ("fc0", "fc1")}  # [S, N]
+    for seed in range(2):
+        allnorm = np.concatenate([norms["fc0"][seed], norms["fc1"][seed]])
+        top = set(np.argsort(-allnorm)[:8].tolist())
+        sel = np.concatenate([skill["actor"]["fc0"][seed], skill["actor"]["fc1"][seed]])
+        assert set(np.nonzero(sel)[0].tolist()) == top
