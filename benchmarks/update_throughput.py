@@ -21,16 +21,30 @@ import jax
 import jax.numpy as jnp
 
 
+def random_buffer(key: jax.Array, rows: int):
+    """A full buffer of ``rows`` random Meta-World-shaped transitions (one seed)."""
+    from nbsp_jax import replay
+    from nbsp_jax.envs import ACTION_DIM, OBS_DIM
+
+    ks = jax.random.split(key, 4)
+    batch = replay.Transition(
+        jax.random.normal(ks[0], (rows, OBS_DIM)),
+        jax.random.uniform(ks[1], (rows, ACTION_DIM), minval=-1, maxval=1),
+        jax.random.uniform(ks[2], (rows,), maxval=10.0),
+        jax.random.normal(ks[3], (rows, OBS_DIM)),
+        jnp.zeros((rows,)),
+    )
+    return replay.add(replay.init_buffer(rows, OBS_DIM, ACTION_DIM), batch, jnp.ones(rows, bool))
+
+
 def measure(setting: str, hidden: tuple[int, ...], batch: int, seeds: int, updates: int,
             repeats: int, method: str = "sac", buffer_rows: int = 100_000) -> dict:
     """Returns the benchmark record (see module docstring)."""
     if setting != "continuous":
         raise SystemExit(f"--setting {setting!r} is not implemented yet; valid: 'continuous' "
                          "('atari' arrives with the Atari issue)")
-    from nbsp_jax import replay
     from nbsp_jax.config import base_config
     from nbsp_jax.cycle import make_learner, seed_keys
-    from nbsp_jax.envs import ACTION_DIM, OBS_DIM
     from nbsp_jax.sac import init_state
 
     c = base_config()
@@ -40,22 +54,10 @@ def measure(setting: str, hidden: tuple[int, ...], batch: int, seeds: int, updat
     learner = make_learner(c)
     state = jax.vmap(lambda k: init_state(learner.agent, k))(seed_keys(0, seeds))
 
-    def random_buffer(key):
-        ks = jax.random.split(key, 5)
-        rows = buffer_rows
-        batch = replay.Transition(
-            jax.random.normal(ks[0], (rows, OBS_DIM)),
-            jax.random.uniform(ks[1], (rows, ACTION_DIM), minval=-1, maxval=1),
-            jax.random.uniform(ks[2], (rows,), maxval=10.0),
-            jax.random.normal(ks[3], (rows, OBS_DIM)),
-            jnp.zeros((rows,)),
-        )
-        buf = replay.init_buffer(rows, OBS_DIM, ACTION_DIM)
-        return replay.add(buf, batch, jnp.ones((rows,), bool))
-
-    buffer = jax.jit(jax.vmap(random_buffer))(jax.random.split(jax.random.key(1), seeds))
+    fill = jax.jit(jax.vmap(lambda k: random_buffer(k, buffer_rows)))
+    buffer = fill(jax.random.split(jax.random.key(1), seeds))
     # NBSP methods also replay a (filled) earlier-task buffer every k-th step and carry masks.
-    pre = jax.jit(jax.vmap(random_buffer))(jax.random.split(jax.random.key(2), seeds))
+    pre = fill(jax.random.split(jax.random.key(2), seeds))
     update = lambda s: learner.update(s, buffer, pre, jnp.int32(0))
     t0 = time.perf_counter()
     state, info = update(state)
