@@ -77,6 +77,14 @@ def base_config() -> ml_collections.ConfigDict:
     c.replay_interval = 10
     # Window (episodes) of the running training success rate.
     c.success_window = 10
+    # End a seed's phase early when its success rate over the last `success_window` training
+    # episodes reaches `success_threshold` (Table 6: 10 episodes, 0.9). Seeds move in lockstep:
+    # a seed that met it stops learning and storing until every seed has met it or the step
+    # budget ends (SPEC section 6).
+    c.early_stop = True
+    c.success_threshold = 0.9
+    # Seconds between periodic checkpoints (one is also written at the end of every phase).
+    c.checkpoint_every_s = 600
     # Evaluation episodes per seed at the end of each task (deterministic policy); 0 disables.
     c.eval_episodes = 10
     # Write losses and SPS every this many env steps.
@@ -143,6 +151,11 @@ def validate(c: ml_collections.ConfigDict) -> None:
             raise ValueError(f"unknown config.{name} {c[name]!r}; valid choices: {choices}")
     if not 0.0 < c.skill_proportion <= 1.0:
         raise ValueError(f"config.skill_proportion must lie in (0, 1], got {c.skill_proportion!r}")
+    if not 0.0 < c.success_threshold <= 1.0:
+        raise ValueError(
+            f"config.success_threshold must lie in (0, 1], got {c.success_threshold!r}")
+    if not c.checkpoint_every_s > 0:
+        raise ValueError(f"config.checkpoint_every_s must be > 0, got {c.checkpoint_every_s!r}")
     if not 0.0 <= c.mask_alpha <= 1.0:
         raise ValueError(f"config.mask_alpha must lie in [0, 1], got {c.mask_alpha!r}")
     if c.env_backend not in BACKENDS:

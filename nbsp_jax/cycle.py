@@ -21,7 +21,8 @@ import ml_collections
 import numpy as np
 import optax
 
-from nbsp_jax import nbsp, replay, sac
+from nbsp_jax import metrics, nbsp, plots, replay, sac
+from nbsp_jax.checkpoint import Checkpointer
 from nbsp_jax.config import validate
 from nbsp_jax.envs import ACTION_DIM, OBS_DIM, SeedVecEnv, seed_major
 from nbsp_jax.logs import Progress, SeedWriters
@@ -37,7 +38,7 @@ class Learner(NamedTuple):
     act: callable  # (actor_params, obs [S,E,D], keys) -> (actions [S,E,A], keys)
     act_det: callable  # (actor_params, obs [S,E,D]) -> actions [S,E,A]
     add: callable  # (buffer, batch [S,B,...], valid [S,B]) -> buffer
-    update: callable  # (state, buffer, pre_buffer, step0) -> (state, info {k: [S]})
+    update: callable  # (state, buffer, pre_buffer, step0, active [S]) -> (state, info)
     end_task: callable  # (state, obs, action, goal, valid, keys) -> (state, scores, masks, skill)
     store: callable  # (pre_buffer, buffer, keys) -> pre_buffer
 
@@ -58,12 +59,14 @@ def make_learner(config: ml_collections.ConfigDict) -> Learner:
         key, sub = jax.random.split(key)
         return sac.sample_action(agent, actor_params, obs, sub)[0], key
 
-    def update(state, buffer, pre, step0):
+    def update(state, buffer, pre, step0, active):
         if spec.replay:
             sampler = nbsp.replay_sampler(agent, buffer, pre, config.replay_interval)
         else:
             sampler = sac.buffer_sampler(agent, buffer)
-        return sac.update_many(agent, state, sampler, num_updates, step0)
+        new, info = sac.update_many(agent, state, sampler, num_updates, step0)
+        # A seed that met the success threshold keeps its state (lockstep seeds still compute).
+        return jax.tree.map(lambda n, o: jnp.where(active, n, o), new, state), info
 
     def end_task(state, obs, action, goal, valid, key):
         scores, rank = nbsp.score_networks(agent, state, obs, action, goal, valid, key,
@@ -81,7 +84,7 @@ def make_learner(config: ml_collections.ConfigDict) -> Learner:
         act=jax.jit(jax.vmap(act)),
         act_det=jax.jit(jax.vmap(functools.partial(sac.deterministic_action, agent))),
         add=jax.jit(jax.vmap(replay.add), donate_argnums=0),
-        update=jax.jit(jax.vmap(update, in_axes=(0, 0, 0, None)), donate_argnums=0),
+        update=jax.jit(jax.vmap(update, in_axes=(0, 0, 0, None, 0)), donate_argnums=0),
         end_task=jax.jit(jax.vmap(end_task)),
         store=jax.jit(jax.vmap(store), donate_argnums=0),
     )
@@ -93,9 +96,15 @@ def seed_keys(seed: int, num_seeds: int) -> jax.Array:
     return jax.vmap(lambda s: jax.random.fold_in(base, s))(jnp.arange(num_seeds))
 
 
-def env_seed(config, task_index: int, purpose: int = 0) -> int:
-    """Base env seed of a pool; pools of different runs, tasks and purposes do not overlap."""
-    return (config.seed * 1_000 + task_index * 10 + purpose) * 10_000
+def env_seed(config, phase: int, purpose: int = 0, restart: int = 0) -> int:
+    """Base environment seed of a pool (training: ``purpose`` 0; evaluation of task ``i``:
+    ``1 + i``, the same after every phase so that phases are compared on the same episodes).
+
+    Derived by hashing, so pools of different runs, phases, purposes and restarts practically
+    never share environment seeds (a pool uses ``base .. base + S * E - 1``).
+    """
+    seq = np.random.SeedSequence([config.seed, phase, purpose, restart])
+    return int(seq.generate_state(1)[0] % (2**31 - 2**20))
 
 
 def evaluate(learner: Learner, actor_params, task: str, config, task_index: int) -> np.ndarray:
@@ -105,7 +114,7 @@ def evaluate(learner: Learner, actor_params, task: str, config, task_index: int)
     succeeded), vmapped over seeds.
     """
     n = config.eval_episodes
-    env = SeedVecEnv(task, config.num_seeds, n, env_seed(config, task_index, 1),
+    env = SeedVecEnv(task, config.num_seeds, n, env_seed(config, 0, 1 + task_index),
                      config.env_backend)
     obs = env.reset()
     success = np.zeros((config.num_seeds, n), bool)
@@ -136,145 +145,320 @@ def _device_seed_major(x: np.ndarray) -> jax.Array:
     return jnp.asarray(seed_major(x))
 
 
-def prepare_workdir(workdir: str, config) -> None:
-    """Creates ``workdir`` and writes ``config.json``; refuses a workdir holding another run."""
+def prepare_workdir(workdir: str, config) -> bool:
+    """Creates ``workdir`` and writes ``config.json``.
+
+    Returns:
+      True if ``workdir`` already holds a run of this same config (to resume or report).
+
+    Raises:
+      FileExistsError: the workdir holds a run of another config; the message names the fields
+        that differ. Nothing in the workdir is touched.
+    """
     path = os.path.join(workdir, "config.json")
     new = json.loads(config.to_json_best_effort())
     if os.path.exists(path):
         with open(path) as f:
             old = json.load(f)
         diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-        what = f"a run with different fields {diff}" if diff else "a run of this same config"
-        raise FileExistsError(
-            f"workdir {workdir!r} already holds {what}; refusing to overwrite it. "
-            "Choose a new --workdir or delete the old one."
-        )
+        if diff:
+            detail = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in diff)
+            raise FileExistsError(
+                f"workdir {workdir!r} holds a run of a different config ({detail}); refusing "
+                "to overwrite or resume it. Choose a new --workdir, or rerun with its config."
+            )
+        return True
     os.makedirs(workdir, exist_ok=True)
     with open(path, "w") as f:
         json.dump(new, f, indent=2, sort_keys=True)
+    return False
+
+
+class Phase(NamedTuple):
+    """Where a run stands: device tree and host dict, both checkpointed together."""
+
+    device: dict  # state, buffer, pre, act_keys, task_keys, recorder arrays
+    host: dict  # counters, sr rows, phase summaries, running stats, RNG state
+
+
+def _fresh_buffer(config):
+    return jax.vmap(lambda _: replay.init_buffer(config.buffer_size, OBS_DIM, ACTION_DIM))(
+        jnp.arange(config.num_seeds))
+
+
+def _init_run(config, learner: Learner, num_phases: int) -> Phase:
+    S, E = config.num_seeds, config.num_envs
+    keys = seed_keys(config.seed, S)
+    init_keys, act_keys, task_keys = jax.vmap(lambda k: tuple(jax.random.split(k, 3)))(keys)
+    state = jax.vmap(functools.partial(sac.init_state, learner.agent))(init_keys)
+    # One buffer of transitions from all earlier tasks (Eq. 8); capacity 1 (never filled) when
+    # the method does not replay, so every method runs the same compiled update.
+    pre_capacity = config.replay_store_size * (num_phases - 1) if learner.spec.replay else 1
+    pre = jax.vmap(lambda _: replay.init_buffer(max(pre_capacity, 1), OBS_DIM, ACTION_DIM))(
+        jnp.arange(S))
+    recorder = GoalRecorder(-(-config.score_steps // E), S, E, OBS_DIM, ACTION_DIM)
+    device = {"state": state, "buffer": _fresh_buffer(config), "pre": pre,
+              "act_keys": act_keys, "task_keys": task_keys, "recorder": recorder.arrays()}
+    host = {
+        "phase": 0, "steps": 0, "grad_step": 0, "saves": 0, "restarts": 0, "wall_s": 0.0,
+        "seed_steps": [0] * S, "active": [True] * S, "steps_to_threshold": [None] * S,
+        "recent": [[] for _ in range(S)], "returns": [[] for _ in range(S)],
+        "recorder": recorder.host_state(), "sr_rows": [], "phases": [],
+        "rng": np.random.default_rng(config.seed).bit_generator.state,
+        "log_sizes": None,
+    }
+    return Phase(device, host)
+
+
+def _check_finite(info: dict, phase: int, task: str, step: int) -> None:
+    """Raises FloatingPointError naming the seed, step and quantity of a NaN/inf loss."""
+    for name, values in info.items():
+        bad = np.nonzero(~np.isfinite(np.asarray(values)))[0]
+        if bad.size:
+            raise FloatingPointError(
+                f"non-finite {name} = {np.asarray(values)[bad[0]]} for seed {int(bad[0])} at env "
+                f"step {step} of phase {phase + 1} ({task}); the run stops here and the last "
+                "good checkpoint is kept"
+            )
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
-    """Trains ``config.num_seeds`` seeds on ``config.tasks`` (x ``cycles``) and evaluates.
+    """Trains ``config.num_seeds`` seeds on ``config.tasks`` x ``config.cycles`` phases.
+
+    After every phase, every task of the sequence is evaluated for all seeds at once, giving
+    ``sr[seed, i, j]``; at the end ``results.json`` holds sr, ASR/FM/FWT and the run's details.
+    Rerunning with the same config and workdir resumes from the latest checkpoint.
 
     Args:
-      config: a validated-on-entry config (see :mod:`nbsp_jax.config`).
-      workdir: output folder: ``config.json``, ``summary.json``, per-seed metrics.
+      config: a config (see :mod:`nbsp_jax.config`); validated before anything is built.
+      workdir: output folder (see the README for its files).
 
     Returns:
-      A summary dict: per phase, per seed final training success rate (last
-      ``success_window`` episodes), mean episodic return and evaluation success rate, and the
-      final parameters under ``'state'`` (not written to disk).
+      The results dict (as in ``results.json``) with the final learner state under ``'state'``.
     """
     validate(config)
-    prepare_workdir(workdir, config)
-    learner = make_learner(config)
-    S, E, K = config.num_seeds, config.num_envs, config.chunk_steps
-    keys = seed_keys(config.seed, S)
-    init_keys, act_keys = jax.vmap(jax.random.split, out_axes=1)(keys)
-    state = jax.vmap(functools.partial(sac.init_state, learner.agent))(init_keys)
-    rng = np.random.default_rng(config.seed)
-    writers = SeedWriters(workdir, S)
+    existing = prepare_workdir(workdir, config)
     phases = [t for _ in range(config.cycles) for t in config.tasks]
-    progress = Progress(len(phases) * config.steps_per_task, config.progress)
-    summary = {"phases": [], "num_seeds": S}
-    # One buffer of transitions from all earlier tasks (Eq. 8); capacity 1 (never filled) when
-    # the method does not replay, so every method runs the same compiled update.
-    pre_capacity = config.replay_store_size * (len(phases) - 1) if learner.spec.replay else 1
-    pre_buffer = jax.vmap(lambda _: replay.init_buffer(max(pre_capacity, 1), OBS_DIM,
-                                                       ACTION_DIM))(jnp.arange(S))
-    task_keys = jax.vmap(lambda k: jax.random.fold_in(k, 1))(keys)
-    grad_step = 0
-    t_start = time.perf_counter()
+    H = len(phases)
+    results_path = os.path.join(workdir, "results.json")
+    if existing and os.path.exists(results_path):
+        print(f"{workdir} already holds the finished run; nothing to do")
+        with open(results_path) as f:
+            return json.load(f)
+    learner = make_learner(config)
+    run = _init_run(config, learner, H)
+    ckpt = Checkpointer(workdir)
+    writers_sizes = None
+    if ckpt.latest_step() is not None:
+        device, host = ckpt.restore(ckpt.latest_step(), run.device)
+        run = Phase(device, host)
+        writers_sizes = host["log_sizes"]
+        print(f"resuming {workdir} from checkpoint {ckpt.latest_step()}: phase "
+              f"{host['phase'] + 1}/{H}, step {host['steps']}")
+    elif existing:
+        writers_sizes = [0] * config.num_seeds  # killed before its first checkpoint: restart
+    writers = SeedWriters(workdir, config.num_seeds, truncate_to=writers_sizes)
+    progress = Progress(H * config.steps_per_task, config.progress)
+    t_start = time.perf_counter() - run.host["wall_s"]
     try:
-        for phase, task in enumerate(phases):
-            task_index = config.tasks.index(task)
-            # The current-task buffer starts empty at each task (SPEC section 5).
-            buffer = jax.vmap(lambda _: replay.init_buffer(config.buffer_size, OBS_DIM,
-                                                           ACTION_DIM))(jnp.arange(S))
-            env = SeedVecEnv(task, S, E, env_seed(config, task_index) + phase, config.env_backend)
-            obs = env.reset()
-            recorder = GoalRecorder(-(-config.score_steps // E), S, E, OBS_DIM, ACTION_DIM)
-            recent = [deque(maxlen=config.success_window) for _ in range(S)]
-            returns = [deque(maxlen=config.success_window) for _ in range(S)]
-            steps = 0  # valid env steps per seed in this phase
-            last_log, t_phase, info = 0, time.perf_counter(), None
-            while steps < config.steps_per_task:
-                stage = _stage(config)
-                for k in range(K):
-                    if steps == config.steps_per_task:
-                        break  # budget reached mid-chunk: the remaining rows stay invalid
-                    if steps < config.learning_starts:
-                        actions = rng.uniform(-1.0, 1.0, (S, E, ACTION_DIM)).astype(np.float32)
-                    else:
-                        actions, act_keys = learner.act(state.params.actor, jnp.asarray(obs),
-                                                        act_keys)
-                        actions = np.asarray(actions)
-                    step, episodes = env.step(actions)
-                    recorder.add(obs, actions, step)
-                    stage["obs"][k], stage["action"][k] = obs, actions
-                    stage["reward"][k], stage["next_obs"][k] = step.reward, step.obs
-                    stage["terminated"][k], stage["valid"][k] = step.terminated, step.valid
-                    obs = step.obs
-                    # Lockstep seeds: every seed's env steps (or resets) together.
-                    steps += int(step.valid[0, 0])
-                    for s, ret, succ in zip(episodes.seed, episodes.ret, episodes.success,
-                                            strict=True):
-                        recent[s].append(float(succ))
-                        returns[s].append(float(ret))
-                        writers.write(int(s), phase * config.steps_per_task + steps,
-                                      {"charts/episodic_return": ret,
-                                       "charts/success_rate": np.mean(recent[s])}, task=task)
-                batch = replay.Transition(*(_device_seed_major(stage[f]) for f in
-                                            ("obs", "action", "reward", "next_obs",
-                                             "terminated")))
-                buffer = learner.add(buffer, batch, _device_seed_major(stage["valid"]))
-                if steps >= config.learning_starts:
-                    state, info = learner.update(state, buffer, pre_buffer,
-                                                 jnp.int32(grad_step))
-                    grad_step += K * E * config.updates_per_step
-                global_step = phase * config.steps_per_task + steps
-                sps = steps / (time.perf_counter() - t_phase)
-                if steps - last_log >= config.log_every_steps and info is not None:
-                    last_log = steps
-                    info = jax.device_get(info)
-                    scalars = {f"losses/{k}": v for k, v in info.items()}
-                    scalars["charts/SPS"] = np.full(S, sps)
-                    writers.write_all(global_step, scalars, task=task)
-                    writers.flush()
-                sr = [np.mean(r) if r else float("nan") for r in recent]
-                progress.update(global_step, f"{task} ({phase + 1}/{len(phases)})", sps,
-                                " ".join(f"{x:.2f}" for x in sr))
-            env.close()
-            task_keys, score_keys, store_keys = jax.vmap(
-                lambda k: tuple(jax.random.split(k, 3)))(task_keys)
-            state, goal_kind = _end_of_task(learner, state, recorder, score_keys, workdir,
-                                            phase, task)
-            if learner.spec.replay and phase < len(phases) - 1:
-                pre_buffer = learner.store(pre_buffer, buffer, store_keys)
-            del buffer
-            entry = {
-                "task": task,
-                "env_steps": steps,
-                "train_success_rate": [float(np.mean(r)) if r else None for r in recent],
-                "episodic_return": [float(np.mean(r)) if r else None for r in returns],
-                "wall_s": time.perf_counter() - t_phase,
-                "goal_metric": goal_kind,
-            }
-            if config.eval_episodes:
-                entry["eval_success_rate"] = evaluate(
-                    learner, state.params.actor, task, config, task_index).tolist()
-            summary["phases"].append(entry)
-            writers.flush()
+        while run.host["phase"] < H:
+            run = _train_phase(config, learner, run, phases, writers, progress, ckpt, t_start)
     finally:
         progress.close()
         writers.close()
-    summary["wall_s"] = time.perf_counter() - t_start
-    summary["versions"] = library_versions()
-    with open(os.path.join(workdir, "summary.json"), "w") as f:
-        json.dump(summary, f, indent=2)
-    summary["state"] = state
-    return summary
+        ckpt.close()
+    results = _results(config, run.host, phases, time.perf_counter() - t_start)
+    results["checkpoint_bytes"] = ckpt.size_bytes(ckpt.latest_step())
+    write_results(workdir, results)
+    results["state"] = run.device["state"]
+    return results
+
+
+def _save(ckpt: Checkpointer, run: Phase, writers: SeedWriters, t_start: float) -> Phase:
+    host = dict(run.host)
+    host["saves"] += 1
+    host["wall_s"] = time.perf_counter() - t_start
+    host["log_sizes"] = writers.sizes()
+    ckpt.save(host["saves"], run.device, host)
+    return Phase(run.device, host)
+
+
+def _train_phase(config, learner: Learner, run: Phase, phases: list, writers: SeedWriters,
+                 progress: Progress, ckpt: Checkpointer, t_start: float) -> Phase:
+    """Trains the current phase from where ``run`` stands to its end, then scores, masks,
+    stores replay, evaluates every task and checkpoints."""
+    S, E, K = config.num_seeds, config.num_envs, config.chunk_steps
+    d, h = dict(run.device), dict(run.host)
+    phase = h["phase"]
+    task = phases[phase]
+    if h["steps"] == 0:
+        # The current-task buffer starts empty at each task (SPEC section 5); every seed
+        # trains again.
+        d["buffer"] = _fresh_buffer(config)
+        h["seed_steps"], h["active"] = [0] * S, [True] * S
+        h["steps_to_threshold"] = [None] * S
+        h["recent"], h["returns"] = [[] for _ in range(S)], [[] for _ in range(S)]
+    recorder = GoalRecorder(-(-config.score_steps // E), S, E, OBS_DIM, ACTION_DIM)
+    if h["steps"] > 0:  # resumed mid-phase: the envs restart with new episodes
+        recorder.load(d["recorder"], h["recorder"])
+        recorder.cut()
+        h["restarts"] += 1
+    rng = np.random.default_rng()
+    rng.bit_generator.state = h["rng"]
+    recent = [deque(r, maxlen=config.success_window) for r in h["recent"]]
+    returns = [deque(r, maxlen=config.success_window) for r in h["returns"]]
+    active = np.array(h["active"], bool)
+    seed_steps = np.array(h["seed_steps"], np.int64)
+    env = SeedVecEnv(task, S, E, env_seed(config, phase, 0, h["restarts"]), config.env_backend)
+    obs = env.reset()
+    state, act_keys = d["state"], d["act_keys"]
+    steps, grad_step = h["steps"], h["grad_step"]
+    t_phase, steps0, last_log, last_save = time.perf_counter(), steps, steps, time.perf_counter()
+    base_step = phase * config.steps_per_task
+
+    while steps < config.steps_per_task and active.any():
+        stage = _stage(config)
+        for k in range(K):
+            if steps == config.steps_per_task or not active.any():
+                break  # budget reached mid-chunk: the remaining rows stay invalid
+            if steps < config.learning_starts:
+                actions = rng.uniform(-1.0, 1.0, (S, E, ACTION_DIM)).astype(np.float32)
+            else:
+                actions, act_keys = learner.act(state.params.actor, jnp.asarray(obs), act_keys)
+                actions = np.asarray(actions)
+            step, episodes = env.step(actions)
+            recorder.add(obs, actions, step, active)
+            stage["obs"][k], stage["action"][k] = obs, actions
+            stage["reward"][k], stage["next_obs"][k] = step.reward, step.obs
+            stage["terminated"][k] = step.terminated
+            # A seed that met the success threshold stores nothing more (SPEC section 6).
+            stage["valid"][k] = step.valid & active[:, None]
+            obs = step.obs
+            # Lockstep seeds: every seed's env steps (or resets) together.
+            if step.valid[0, 0]:
+                steps += 1
+                seed_steps += active
+            for s, ret, succ in zip(episodes.seed, episodes.ret, episodes.success, strict=True):
+                if not active[s]:
+                    continue
+                recent[s].append(float(succ))
+                returns[s].append(float(ret))
+                writers.write(int(s), base_step + int(seed_steps[s]),
+                              {"charts/episodic_return": ret,
+                               "charts/success_rate": np.mean(recent[s])}, task=task)
+                if (config.early_stop and len(recent[s]) == config.success_window
+                        and np.mean(recent[s]) >= config.success_threshold):
+                    active[s] = False
+                    h["steps_to_threshold"][s] = int(seed_steps[s])
+        batch = replay.Transition(*(_device_seed_major(stage[f]) for f in
+                                    ("obs", "action", "reward", "next_obs", "terminated")))
+        d["buffer"] = learner.add(d["buffer"], batch, _device_seed_major(stage["valid"]))
+        info = None
+        if steps >= config.learning_starts:
+            state, info = learner.update(state, d["buffer"], d["pre"], jnp.int32(grad_step),
+                                         jnp.asarray(active))
+            grad_step += K * E * config.updates_per_step
+            info = jax.device_get(info)  # a few scalars; the next act needs the update anyway
+            _check_finite(info, phase, task, steps)
+        sps = (steps - steps0) / (time.perf_counter() - t_phase)
+        if info is not None and steps - last_log >= config.log_every_steps:
+            last_log = steps
+            scalars = {f"losses/{k}": v for k, v in info.items()}
+            scalars["charts/SPS"] = np.full(S, sps)
+            writers.write_all(base_step + steps, scalars, task=task)
+            writers.flush()
+        sr = [np.mean(r) if r else float("nan") for r in recent]
+        progress.update(base_step + steps, f"{task} ({phase + 1}/{len(phases)})", sps,
+                        " ".join(f"{x:.2f}" for x in sr))
+        if time.perf_counter() - last_save >= config.checkpoint_every_s:
+            d.update(state=state, act_keys=act_keys, recorder=recorder.arrays())
+            h.update(steps=steps, grad_step=grad_step, seed_steps=seed_steps.tolist(),
+                     active=active.tolist(), recent=[list(r) for r in recent],
+                     returns=[list(r) for r in returns], recorder=recorder.host_state(),
+                     rng=rng.bit_generator.state)
+            writers.flush()
+            run = _save(ckpt, Phase(d, h), writers, t_start)
+            d, h = dict(run.device), dict(run.host)
+            last_save = time.perf_counter()
+    env.close()
+
+    # End of the phase: score neurons and install masks, keep transitions for replay,
+    # evaluate every task, checkpoint.
+    task_keys, score_keys, store_keys = jax.vmap(
+        lambda k: tuple(jax.random.split(k, 3)))(d["task_keys"])
+    state, goal_kind = _end_of_task(learner, state, recorder, score_keys, writers.workdir,
+                                    phase, task)
+    if learner.spec.replay and phase < len(phases) - 1:
+        d["pre"] = learner.store(d["pre"], d["buffer"], store_keys)
+    evals = {}
+    if config.eval_episodes:
+        for i, t in enumerate(config.tasks):
+            evals[t] = evaluate(learner, state.params.actor, t, config, i)
+        h["sr_rows"].append([evals[t].tolist() for t in phases])  # [H][S]
+    h["phases"].append({
+        "task": task,
+        "env_steps": steps,
+        "seed_env_steps": seed_steps.tolist(),
+        "steps_to_threshold": h["steps_to_threshold"],
+        "train_success_rate": [float(np.mean(r)) if r else None for r in recent],
+        "episodic_return": [float(np.mean(r)) if r else None for r in returns],
+        "eval_success_rate": evals[task].tolist() if evals else None,
+        "wall_s": time.perf_counter() - t_phase,
+        "goal_metric": goal_kind,
+    })
+    d.update(state=state, act_keys=act_keys, task_keys=task_keys,
+             buffer=d["buffer"], recorder=GoalRecorder(
+                 recorder.rows, S, E, OBS_DIM, ACTION_DIM).arrays())
+    h.update(phase=phase + 1, steps=0, restarts=0, grad_step=grad_step,
+             rng=rng.bit_generator.state,
+             recorder=GoalRecorder(1, S, E, 1, 1).host_state())
+    writers.flush()
+    return _save(ckpt, Phase(d, h), writers, t_start)
+
+
+def _results(config, host: dict, phases: list, wall_s: float) -> dict:
+    if host["sr_rows"]:  # eval_episodes > 0
+        sr = np.transpose(np.asarray(host["sr_rows"], np.float64), (2, 0, 1))  # [S, H, H]
+        summary = metrics.summarize(metrics.continual_metrics_batch(sr))
+        sr = sr.tolist()
+    else:
+        sr, summary = [], {}
+    return {
+        "tasks": phases,
+        "sr": sr,
+        "metrics": summary,
+        "phases": host["phases"],
+        "num_seeds": config.num_seeds,
+        "method": config.method,
+        "config": json.loads(config.to_json_best_effort()),
+        "versions": library_versions(),
+        "wall_s": wall_s,
+    }
+
+
+def write_results(workdir: str, results: dict) -> None:
+    """Writes ``results.json``, ``results.md`` and the plots."""
+    with open(os.path.join(workdir, "results.json"), "w") as f:
+        json.dump(results, f, indent=2)
+    with open(os.path.join(workdir, "results.md"), "w") as f:
+        f.write(results_table([results]))
+    plots.plot_success(workdir)
+    if results["sr"]:
+        plots.plot_sr(results, os.path.join(workdir, "sr.png"))
+
+
+def results_table(runs: list[dict]) -> str:
+    """A Markdown table in the form of the paper's Table 1 rows: mean +- stderr over seeds."""
+    lines = ["| method | tasks | seeds | ASR | FM | FWT |", "|---|---|---|---|---|---|"]
+    def cell(m, k):
+        return f"{m[k]['mean']:.3f} ± {m[k]['stderr']:.3f}" if k in m else "-"
+
+    for r in runs:
+        m = r["metrics"]
+        seq = " → ".join(r["tasks"][: len(r["config"]["tasks"])])
+        lines.append(f"| {r['method']} | {seq} (x{r['config']['cycles']}) | {r['num_seeds']} "
+                     f"| {cell(m, 'asr')} | {cell(m, 'fm')} | {cell(m, 'fwt')} |")
+    return "\n".join(lines) + "\n"
 
 
 def _end_of_task(learner: Learner, state, recorder: GoalRecorder, keys, workdir: str,

@@ -18,13 +18,20 @@ import numpy as np
 class SeedWriters:
     """One JSONL file and one TensorBoard writer per seed."""
 
-    def __init__(self, workdir: str, num_seeds: int, tensorboard: bool = True):
+    def __init__(self, workdir: str, num_seeds: int, tensorboard: bool = True,
+                 truncate_to: list[int] | None = None):
+        """Opens the writers; ``truncate_to`` (bytes per seed, from :meth:`sizes` at the last
+        checkpoint) first cuts each JSONL file back, dropping rows a resumed run will redo."""
+        self.workdir = workdir
         self._files = []
         self._tb = []
         for s in range(num_seeds):
             d = os.path.join(workdir, f"seed_{s}")
             os.makedirs(d, exist_ok=True)
-            self._files.append(open(os.path.join(d, "metrics.jsonl"), "a"))
+            path = os.path.join(d, "metrics.jsonl")
+            if truncate_to is not None and os.path.exists(path):
+                os.truncate(path, truncate_to[s])
+            self._files.append(open(path, "a"))
             if tensorboard:
                 from tensorboardX import SummaryWriter
 
@@ -43,6 +50,11 @@ class SeedWriters:
         arrays = {k: np.asarray(v) for k, v in per_seed.items()}
         for s in range(len(self._files)):
             self.write(s, step, {k: v[s] for k, v in arrays.items()}, **fields)
+
+    def sizes(self) -> list[int]:
+        """Bytes written so far to each seed's JSONL file (after a flush)."""
+        self.flush()
+        return [f.tell() for f in self._files]
 
     def flush(self) -> None:
         for f in self._files:

@@ -22,6 +22,8 @@ import flax.traverse_util
 import jax
 import jax.numpy as jnp
 
+from nbsp_jax.neurons import channel_mean
+
 # CleanRL's continuous SAC actor bounds on log std.
 LOG_STD_MIN = -5.0
 LOG_STD_MAX = 2.0
@@ -32,6 +34,16 @@ class ReLUDense(nn.Dense):
 
     ``capture_intermediates`` records module outputs; keeping the ReLU inside the module makes
     the recorded value the post-nonlinearity activation (SPEC section 2).
+    """
+
+    def __call__(self, inputs: jax.Array) -> jax.Array:
+        return nn.relu(super().__call__(inputs))
+
+
+class ReLUConv(nn.Conv):
+    """A Conv layer followed by ReLU, as one module: each output channel is a neuron.
+
+    :func:`record` reduces its captured ``[T, H, W, C]`` output to channel means ``[T, C]``.
     """
 
     def __call__(self, inputs: jax.Array) -> jax.Array:
@@ -76,13 +88,15 @@ class QNetwork(nn.Module):
 
 
 def _is_candidate(module: nn.Module, method_name: str) -> bool:
-    return isinstance(module, ReLUDense) and method_name == "__call__"
+    return isinstance(module, ReLUDense | ReLUConv) and method_name == "__call__"
 
 
 def record(module: nn.Module, params, *inputs) -> tuple[jax.Array, dict]:
     """Applies ``module`` and returns ``(outputs, activations)``.
 
-    Uses Flax ``capture_intermediates`` restricted to the hidden :class:`ReLUDense` layers.
+    Uses Flax ``capture_intermediates`` restricted to the hidden :class:`ReLUDense` and
+    :class:`ReLUConv` layers; a conv layer's neuron is a channel, its activation the channel's
+    mean over height and width.
 
     Args:
       module: a network from this file.
@@ -91,12 +105,12 @@ def record(module: nn.Module, params, *inputs) -> tuple[jax.Array, dict]:
 
     Returns:
       The module's output and a flat dict ``{layer_path: [T, features]}`` of post-ReLU
-      activations; ``layer_path`` is the module path joined by ``/`` (e.g. ``'fc0'``), the same
-      path as the layer's parameters.
+      activations (channel means for conv layers); ``layer_path`` is the module path joined
+      by ``/`` (e.g. ``'fc0'``), the same path as the layer's parameters.
     """
     out, state = module.apply(params, *inputs, capture_intermediates=_is_candidate)
     flat = flax.traverse_util.flatten_dict(state["intermediates"], sep="/")
     # Keys end in '/__call__'. ReLUDense.__call__ calls Dense.__call__ on the same module, so
     # each tuple holds (pre-ReLU, post-ReLU) in call-completion order: the last is ours.
     acts = {k.rsplit("/", 1)[0]: v[-1] for k, v in flat.items()}
-    return out, acts
+    return out, {k: channel_mean(v) if v.ndim > 2 else v for k, v in acts.items()}

@@ -55,7 +55,8 @@ def plot_success(workdir: str, out: str | None = None, tag: str = "charts/succes
     if "success" in tag:
         ax.set_ylim(-0.02, 1.02)
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     out = out or os.path.join(workdir, "success.png")
     fig.savefig(out, dpi=120)
@@ -72,3 +73,30 @@ def final_success(workdir: str, window: int = 10) -> np.ndarray:
 
 if __name__ == "__main__":
     print(plot_success(sys.argv[1]))
+
+
+def plot_sr(results: dict, out: str) -> str:
+    """Heatmap of the seed-mean ``sr[i, j]``: rows = after phase i, columns = phase j's task."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sr = np.asarray(results["sr"], np.float64).mean(axis=0)  # [H, H]
+    h = sr.shape[0]
+    labels = [f"{j + 1}:{t}" for j, t in enumerate(results["tasks"])]
+    fig, ax = plt.subplots(figsize=(1.2 * h + 2.5, 1.0 * h + 1.5))
+    im = ax.imshow(sr, vmin=0.0, vmax=1.0, cmap="viridis")
+    for i in range(h):
+        for j in range(h):
+            ax.text(j, i, f"{sr[i, j]:.2f}", ha="center", va="center",
+                    color="w" if sr[i, j] < 0.6 else "k", fontsize=9)
+    ax.set_xticks(range(h), labels, rotation=30, ha="right", fontsize=8)
+    ax.set_yticks(range(h), [f"after {i + 1}" for i in range(h)], fontsize=8)
+    ax.set_xlabel("evaluated task (phase)")
+    ax.set_title(f"success rate, mean of {len(results['sr'])} seeds ({results['method']})")
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out

@@ -44,10 +44,16 @@ class GoalRecorder:
         self._out_ret = [[[] for _ in range(e)] for _ in range(s)]
         self._out_succ = [[[] for _ in range(e)] for _ in range(s)]
 
-    def add(self, obs: np.ndarray, action: np.ndarray, step: Step) -> None:
-        """Records the step taken from ``obs [S, E, D]`` with ``action [S, E, A]``."""
+    def add(self, obs: np.ndarray, action: np.ndarray, step: Step,
+            active: np.ndarray | None = None) -> None:
+        """Records the step taken from ``obs [S, E, D]`` with ``action [S, E, A]``.
+
+        ``active [S]`` (optional): seeds that are still training; steps of the others are
+        recorded as invalid, so each seed's record ends where its training ended.
+        """
         i = self._ptr % self.rows
-        self.obs[i], self.action[i], self.valid[i] = obs, action, step.valid
+        valid = step.valid if active is None else step.valid & active[:, None]
+        self.obs[i], self.action[i], self.valid[i] = obs, action, valid
         self.episode[i] = self._episode
         self._ptr += 1
         self._ret += np.where(step.valid, step.reward, 0.0)
@@ -58,6 +64,39 @@ class GoalRecorder:
             self._out_succ[s][e].append(self._succ[s, e])
         self._episode += done
         self._ret[done], self._succ[done] = 0.0, False
+
+    def cut(self) -> None:
+        """Ends every running episode with its outcome so far (the envs were reset, e.g. on
+        resume from a checkpoint); later steps belong to new episodes."""
+        s, e = self._episode.shape
+        for si in range(s):
+            for ei in range(e):
+                self._out_ret[si][ei].append(self._ret[si, ei])
+                self._out_succ[si][ei].append(self._succ[si, ei])
+        self._episode += 1
+        self._ret[:], self._succ[:] = 0.0, False
+
+    def arrays(self) -> dict:
+        """Array state for a checkpoint (fixed shapes)."""
+        return {"obs": self.obs, "action": self.action, "episode": self.episode,
+                "valid": self.valid, "running_episode": self._episode, "running_ret": self._ret,
+                "running_succ": self._succ}
+
+    def host_state(self) -> dict:
+        """JSON-able state for a checkpoint."""
+        return {"ptr": self._ptr, "out_ret": [[list(map(float, x)) for x in r]
+                                              for r in self._out_ret],
+                "out_succ": [[list(map(bool, x)) for x in r] for r in self._out_succ]}
+
+    def load(self, arrays: dict, host: dict) -> None:
+        """Restores what :meth:`arrays` and :meth:`host_state` returned."""
+        self.obs, self.action = np.asarray(arrays["obs"]), np.asarray(arrays["action"])
+        self.episode, self.valid = np.asarray(arrays["episode"]), np.asarray(arrays["valid"])
+        self._episode = np.asarray(arrays["running_episode"]).copy()
+        self._ret = np.asarray(arrays["running_ret"]).copy()
+        self._succ = np.asarray(arrays["running_succ"]).copy()
+        self._ptr = int(host["ptr"])
+        self._out_ret, self._out_succ = host["out_ret"], host["out_succ"]
 
     def result(self) -> Recorded:
         """The recorded steps in time order with their episodes' goal metrics."""

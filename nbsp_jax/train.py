@@ -15,8 +15,10 @@ import json
 import os
 import time
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
+
+from nbsp_jax.cycle import results_table
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (path[:variant]).")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output folder (default: runs/<config>-<time>).")
@@ -29,25 +31,30 @@ def _default_workdir() -> str:
 
 def main(argv) -> None:
     del argv
+    logging.set_verbosity(logging.WARNING)  # keep orbax's INFO lines off the terminal
     from nbsp_jax.config import validate
     from nbsp_jax.cycle import train_and_evaluate
 
     config = _CONFIG.value
     validate(config)  # fail on bad input before anything slow starts
     workdir = _WORKDIR.value or _default_workdir()
-    summary = train_and_evaluate(config, workdir)
-    print(format_summary(summary))
-    print(f"workdir: {os.path.abspath(workdir)}")
+    results = train_and_evaluate(config, workdir)
+    print(format_summary(results))
+    print(f"results: {os.path.abspath(os.path.join(workdir, 'results.json'))}")
+    print(f"plots:   {os.path.abspath(os.path.join(workdir, 'success.png'))}, sr.png")
 
 
-def format_summary(summary: dict) -> str:
-    """A small table of what each phase learned, per seed."""
-    lines = ["phase  task                  train success (last episodes)   eval success"]
-    for i, p in enumerate(summary["phases"]):
-        fmt = lambda xs: " ".join("  -  " if x is None else f"{x:.2f}" for x in xs)
-        ev = fmt(p["eval_success_rate"]) if "eval_success_rate" in p else "-"
-        lines.append(f"{i + 1:>5}  {p['task']:<20}  {fmt(p['train_success_rate']):<31} {ev}")
-    lines.append(f"wall time {summary['wall_s']:.0f} s; versions {json.dumps(summary['versions'])}")
+def format_summary(results: dict) -> str:
+    """What each phase learned, per seed, and the continual-learning metrics."""
+    fmt = lambda xs: " ".join("  -  " if x is None else f"{x:.2f}" for x in xs)
+    lines = [f"{'phase':>5}  {'task':<22} {'train success (last 10 ep.)':<28} eval success"]
+    for i, p in enumerate(results["phases"]):
+        ev = fmt(p["eval_success_rate"]) if p.get("eval_success_rate") else "-"
+        lines.append(f"{i + 1:>5}  {p['task']:<22} {fmt(p['train_success_rate']):<28} {ev}")
+    if results.get("metrics"):
+        lines += ["", results_table([results])]
+    lines.append(f"wall time {results['wall_s']:.0f} s; versions "
+                 f"{json.dumps(results['versions'])}")
     return "\n".join(lines)
 
 

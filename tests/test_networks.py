@@ -29,3 +29,27 @@ def test_critic_capture():
     assert out.shape == (5,)
     assert sorted(acts) == ["fc0", "fc1", "fc2"]
     assert all(float(a.min()) >= 0.0 for a in acts.values())
+
+
+def test_conv_capture_is_channel_mean_of_post_relu():
+    import flax.linen as nn
+
+    from nbsp_jax.networks import ReLUConv, ReLUDense
+
+    class TinyCNN(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            x = ReLUConv(4, (3, 3), strides=2, name="conv0")(x)
+            x = ReLUDense(5, name="fc0")(x.reshape(x.shape[0], -1))
+            return nn.Dense(2, name="out")(x)
+
+    model = TinyCNN()
+    x = jax.random.normal(jax.random.key(0), (3, 8, 8, 2))
+    params = model.init(jax.random.key(1), x)
+    _, acts = record(model, params, x)
+    assert acts["conv0"].shape == (3, 4) and acts["fc0"].shape == (3, 5)
+    p = params["params"]["conv0"]
+    conv = jax.lax.conv_general_dilated(x, p["kernel"], (2, 2), "SAME",
+                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    expected = np.maximum(conv + p["bias"], 0.0).mean(axis=(1, 2))
+    np.testing.assert_allclose(acts["conv0"], expected, rtol=1e-5, atol=1e-6)

@@ -61,7 +61,7 @@ def test_seeds_differ(two_runs):
 
 
 def test_workdir_outputs(two_runs):
-    _, _, d = two_runs
+    _, b, d = two_runs
     cfg = json.load(open(os.path.join(d, "config.json")))
     assert cfg["num_seeds"] == 2 and cfg["tasks"] == ["reach"]
     for s in range(2):
@@ -71,17 +71,23 @@ def test_workdir_outputs(two_runs):
                 "losses/qf1_loss", "losses/actor_loss", "losses/alpha"} <= tags
         assert any(f.startswith("events.out.tfevents") for f in os.listdir(
             os.path.join(d, f"seed_{s}")))
-    summary = json.load(open(os.path.join(d, "summary.json")))
-    assert summary["phases"][0]["env_steps"] == 600
-    assert len(summary["phases"][0]["eval_success_rate"]) == 2
+    results = json.load(open(os.path.join(d, "results.json")))
+    assert results["phases"][0]["env_steps"] == 600
+    assert len(results["phases"][0]["eval_success_rate"]) == 2
+    assert np.asarray(results["sr"]).shape == (2, 1, 1)
+    for f in ("results.md", "success.png", "sr.png", "neurons/phase01_reach.npz"):
+        assert os.path.exists(os.path.join(d, f)), f
+    # Rerunning the finished run trains nothing and returns the same results.
+    again = train_and_evaluate(tiny_config(), d)
+    assert again["sr"] == results["sr"] and again["wall_s"] == results["wall_s"]
 
 
 def test_workdir_with_other_run_is_refused(two_runs):
     _, _, d = two_runs
-    before = open(os.path.join(d, "config.json")).read()
-    with pytest.raises(FileExistsError, match="num_seeds"):
+    before = sorted(os.listdir(d)), open(os.path.join(d, "config.json")).read()
+    with pytest.raises(FileExistsError, match=r"num_seeds: 2 -> 3"):
         train_and_evaluate(tiny_config(num_seeds=3), d)
-    assert open(os.path.join(d, "config.json")).read() == before
+    assert (sorted(os.listdir(d)), open(os.path.join(d, "config.json")).read()) == before
 
 
 @pytest.mark.parametrize(

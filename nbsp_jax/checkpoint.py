@@ -1,0 +1,83 @@
+"""Orbax checkpoints of a whole run: device state (params, optimizer states with masks,
+temperature, both replay buffers, PRNG keys) plus host state (counters, rows of the sr matrix,
+running episode statistics, the NumPy RNG, the neuron record) in ``DIR/checkpoints/``.
+
+A checkpoint is written at the end of every phase and every ``checkpoint_every_s`` seconds, only
+after the values it holds were checked finite, so the latest checkpoint is always a good one.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+
+def _is_key(x) -> bool:
+    return isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
+
+
+def _unwrap_keys(tree):
+    # Typed PRNG keys are stored as their raw uint32 data.
+    return jax.tree.map(lambda x: jax.random.key_data(x) if _is_key(x) else x, tree)
+
+
+def _rewrap_keys(template, tree):
+    return jax.tree.map(lambda t, x: jax.random.wrap_key_data(x) if _is_key(t) else x,
+                        template, tree)
+
+
+class Checkpointer:
+    """Saves and restores ``(device_tree, host_dict)`` pairs under ``workdir/checkpoints``."""
+
+    def __init__(self, workdir: str, max_to_keep: int = 2):
+        self.directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
+        self._manager = ocp.CheckpointManager(
+            self.directory,
+            options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True),
+        )
+
+    def latest_step(self) -> int | None:
+        """The number of the latest complete checkpoint, or None."""
+        return self._manager.latest_step()
+
+    def save(self, step: int, device_tree: Any, host: dict) -> None:
+        """Writes checkpoint ``step`` (blocking until it is on disk)."""
+        self._manager.save(
+            step,
+            args=ocp.args.Composite(
+                device=ocp.args.StandardSave(_unwrap_keys(device_tree)),
+                host=ocp.args.JsonSave(host),
+            ),
+        )
+        # Blocking: a checkpoint that is still being written when the process is killed would
+        # not be the "last good" one.
+        self._manager.wait_until_finished()
+
+    def restore(self, step: int, device_template: Any) -> tuple[Any, dict]:
+        """Reads checkpoint ``step``; ``device_template`` gives structure, shapes and dtypes."""
+        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, _unwrap_keys(device_template))
+        out = self._manager.restore(
+            step,
+            args=ocp.args.Composite(
+                device=ocp.args.StandardRestore(abstract), host=ocp.args.JsonRestore()
+            ),
+        )
+        return _rewrap_keys(device_template, out["device"]), out["host"]
+
+    def size_bytes(self, step: int) -> int:
+        """Bytes on disk of checkpoint ``step``."""
+        root = os.path.join(self.directory, str(step))
+        return sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(root) for f in fs)
+
+    def close(self) -> None:
+        self._manager.wait_until_finished()
+        self._manager.close()
+
+
+def to_numpy_tree(tree):
+    """Host copies of every leaf (for host-side arrays kept in the device tree)."""
+    return jax.tree.map(np.asarray, tree)

@@ -1,0 +1,153 @@
+"""Task cycles: evaluation matrix and metrics, early phase end, NaN stop, kill and resume."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from nbsp_jax import cycle, metrics, sac
+from nbsp_jax.checkpoint import Checkpointer
+from nbsp_jax.envs import EpisodeStats, Step
+from tests.test_train import tiny_config
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_two_task_cycle_results_follow_from_sr(tmp_path):
+    c = tiny_config(tasks=("reach", "window-open"), cycles=2, steps_per_task=300,
+                    learning_starts=100, eval_episodes=2, method="nbsp", replay_store_size=50)
+    r = cycle.train_and_evaluate(c, str(tmp_path))
+    saved = json.load(open(tmp_path / "results.json"))
+    assert saved["tasks"] == ["reach", "window-open", "reach", "window-open"]
+    sr = np.asarray(saved["sr"])
+    assert sr.shape == (2, 4, 4)
+    # Columns of the same task hold the same evaluation.
+    np.testing.assert_array_equal(sr[:, :, 0], sr[:, :, 2])
+    per_seed = [metrics.continual_metrics(m) for m in sr]
+    for name in ("asr", "fm", "fwt"):
+        values = [m[name] for m in per_seed]
+        assert saved["metrics"][name]["per_seed"] == pytest.approx(values)
+        assert saved["metrics"][name]["mean"] == pytest.approx(np.mean(values))
+    assert saved["versions"]["jax"] == jax.__version__
+    assert r["checkpoint_bytes"] > 0
+    assert len(os.listdir(tmp_path / "neurons")) == 4
+
+
+def test_update_gate_keeps_inactive_seed_state():
+    learner = cycle.make_learner(tiny_config(chunk_steps=4))
+    state = jax.vmap(lambda k: sac.init_state(learner.agent, k))(cycle.seed_keys(0, 2))
+    from tests.test_nbsp import _filled
+
+    buf = jax.vmap(lambda _: _filled(64, 0.0))(jnp.arange(2))
+    before = jax.device_get(state.params)
+    new, _ = learner.update(state, buf, buf, jnp.int32(0), jnp.array([False, True]))
+    for b, a in zip(jax.tree.leaves(before), jax.tree.leaves(jax.device_get(new.params)),
+                    strict=True):
+        np.testing.assert_array_equal(a[0], b[0])  # gated off: bit-identical
+    k0 = new.params.actor["params"]["fc0"]["kernel"][1]
+    assert not np.allclose(k0, before.actor["params"]["fc0"]["kernel"][1])
+
+
+class ShortEpisodes:
+    """Stand-in env (the subject here is the early-stop gating): 5-step episodes; seed 0
+    succeeds in every episode, seed 1 never."""
+
+    def __init__(self, task, num_seeds, num_envs, seed, backend="envpool"):
+        self.shape, self.t = (num_seeds, num_envs), 0
+
+    def reset(self):
+        return np.zeros(self.shape + (39,), np.float32)
+
+    def step(self, actions):
+        self.t += 1
+        s, e = self.shape
+        z = np.zeros(self.shape, bool)
+        done = np.full(self.shape, self.t % 5 == 0)
+        success = np.zeros(self.shape, bool)
+        success[0] = True
+        stats = EpisodeStats(np.repeat(np.arange(s), e)[done.ravel()],
+                             np.zeros(done.sum()), np.full(done.sum(), 5),
+                             success.ravel()[done.ravel()])
+        return Step(np.zeros(self.shape + (39,), np.float32), np.ones(self.shape, np.float32),
+                    z, done, success, ~z), stats
+
+    def close(self):
+        pass
+
+
+def test_early_stop_gates_the_seed_that_met_the_threshold(tmp_path, monkeypatch):
+    monkeypatch.setattr(cycle, "SeedVecEnv", ShortEpisodes)
+    c = tiny_config(steps_per_task=200, learning_starts=20, chunk_steps=10, eval_episodes=0)
+    r = cycle.train_and_evaluate(c, str(tmp_path))
+    p = r["phases"][0]
+    # Seed 0 has 10 successful episodes (window 10, threshold 0.9) after 50 steps.
+    assert p["steps_to_threshold"] == [50, None]
+    assert p["seed_env_steps"] == [50, 200] and p["env_steps"] == 200
+    rows = [json.loads(x) for x in open(tmp_path / "seed_0" / "metrics.jsonl")]
+    assert max(x["step"] for x in rows if "charts/episodic_return" in x) == 50
+
+
+def test_nan_stops_with_seed_step_quantity_and_keeps_checkpoint(tmp_path, monkeypatch):
+    original = sac.update_many
+
+    def poisoned(agent, state, sampler, n, step0):
+        new, info = original(agent, state, sampler, n, step0)
+        # From gradient step 800 on (phase 2 of this run), qf1_loss is NaN.
+        info["qf1_loss"] = jnp.where(step0 >= 800, jnp.nan, info["qf1_loss"])
+        return new, info
+
+    monkeypatch.setattr(sac, "update_many", poisoned)
+    c = tiny_config(tasks=("reach", "window-open"), steps_per_task=500, learning_starts=100)
+    with pytest.raises(FloatingPointError, match=r"non-finite qf1_loss = nan for seed 0 at env "
+                                                 r"step \d+ of phase 2 \(window-open\)"):
+        cycle.train_and_evaluate(c, str(tmp_path))
+    ckpt = Checkpointer(str(tmp_path))
+    template = cycle._init_run(c, cycle.make_learner(c), 2).device
+    _, host = ckpt.restore(ckpt.latest_step(), template)
+    assert host["phase"] == 1 and host["steps"] == 0  # the end of phase 1, intact
+    assert not (tmp_path / "results.json").exists()
+
+
+def test_sigkill_mid_phase_then_resume(tmp_path):
+    workdir = tmp_path / "run"
+    args = [sys.executable, "-m", "nbsp_jax.train", "--config", "configs/quickstart.py:smoke",
+            "--workdir", str(workdir), "--config.tasks=('reach', 'window-open')",
+            "--config.steps_per_task=2500", "--config.checkpoint_every_s=1",
+            "--config.progress=False", "--config.num_seeds=2"]
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # Wait until phase 2 has a mid-phase checkpoint, then kill without warning.
+    deadline = time.time() + 240
+    phase1_wall = None
+    while time.time() < deadline:
+        time.sleep(0.5)
+        ck = workdir / "checkpoints"
+        steps = sorted(int(x) for x in os.listdir(ck) if x.isdigit()) if ck.exists() else []
+        if len(steps) >= 1:
+            ckpt = Checkpointer(str(workdir))
+            latest = ckpt.latest_step()
+            host_file = ck / str(latest) / "host" / "metadata"
+            if latest and host_file.exists():
+                host = json.loads(host_file.read_text())
+                if host["phase"] == 1 and host["steps"] > 0:
+                    phase1_wall = host["phases"][0]["wall_s"]
+                    break
+    assert phase1_wall is not None, proc.stderr.read()[-3000:] if proc.poll() else "timeout"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (workdir / "results.json").exists()
+    out = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "resuming" in out.stdout
+    results = json.load(open(workdir / "results.json"))
+    assert [p["task"] for p in results["phases"]] == ["reach", "window-open"]
+    # Phase 1 was not trained again: its record is the one from before the kill.
+    assert results["phases"][0]["wall_s"] == phase1_wall
+    assert results["phases"][1]["env_steps"] == 2500
+    assert np.asarray(results["sr"]).shape == (2, 2, 2)
