@@ -84,12 +84,13 @@ def test_accuracies(run):
 
 
 def test_docs_snippet_runs(example):
-    text = (EXAMPLE.parents[1] / "docs" / "masked_scale.md").read_text()
-    snippet = text.split("```python\n", 1)[1].split("```", 1)[0]
+    text = (EXAMPLE.parents[1] / "README.md").read_text()
+    section = text.split("## Using masked_scale in your own JAX project", 1)[1]
+    snippet = section.split("```python\n", 1)[1].split("```", 1)[0]
     (x_a, y_a), _ = example.make_task(jax.random.PRNGKey(1))
     (x_b, y_b), _ = example.make_task(jax.random.PRNGKey(2))
     ns = {"x_a": x_a, "y_a": y_a, "x_b": x_b, "y_b": y_b}
-    exec(compile(snippet, "docs/masked_scale.md", "exec"), ns)
+    exec(compile(snippet, "README.md", "exec"), ns)
     installed = get_masks(ns["opt_state"])
     assert jax.tree.all(jax.tree.map(lambda a, b: (a == b).all(), installed, ns["masks"]))
     hidden = jnp.concatenate([ns["layer_masks"]["fc0"], ns["layer_masks"]["fc1"]])
