@@ -274,7 +274,24 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     return results
 
 
-def _save(ckpt: Checkpointer, run: Phase, writers: SeedWriters, t_start: float) -> Phase:
+def _check_params(params, host: dict, phases: list) -> None:
+    """Raises FloatingPointError naming seed, parameter and step if any parameter is not
+    finite, so that a bad state is never checkpointed."""
+    finite = jax.device_get(jax.tree.map(
+        lambda x: jnp.isfinite(x).reshape(x.shape[0], -1).all(axis=1), params))
+    for path, ok in jax.tree_util.tree_flatten_with_path(finite)[0]:
+        if not ok.all():
+            seed = int(np.nonzero(~ok)[0][0])
+            name = jax.tree_util.keystr(path)
+            phase = min(host["phase"], len(phases) - 1)
+            raise FloatingPointError(
+                f"non-finite parameter {name} for seed {seed} at env step {host['steps']} of "
+                f"phase {phase + 1} ({phases[phase]}); the last good checkpoint is kept")
+
+
+def _save(ckpt: Checkpointer, run: Phase, writers: SeedWriters, t_start: float,
+          phases: list) -> Phase:
+    _check_params(run.device["state"].params, run.host, phases)
     host = dict(run.host)
     host["saves"] += 1
     host["wall_s"] = time.perf_counter() - t_start
@@ -377,7 +394,7 @@ def _train_phase(config, learner: Learner, run: Phase, phases: list, writers: Se
                      returns=[list(r) for r in returns], recorder=recorder.host_state(),
                      rng=rng.bit_generator.state)
             writers.flush()
-            run = _save(ckpt, Phase(d, h), writers, t_start)
+            run = _save(ckpt, Phase(d, h), writers, t_start, phases)
             d, h = dict(run.device), dict(run.host)
             last_save = time.perf_counter()
     env.close()
@@ -413,7 +430,7 @@ def _train_phase(config, learner: Learner, run: Phase, phases: list, writers: Se
              rng=rng.bit_generator.state,
              recorder=GoalRecorder(1, S, E, 1, 1).host_state())
     writers.flush()
-    return _save(ckpt, Phase(d, h), writers, t_start)
+    return _save(ckpt, Phase(d, h), writers, t_start, phases)
 
 
 def _results(config, host: dict, phases: list, wall_s: float) -> dict:

@@ -151,3 +151,14 @@ def test_sigkill_mid_phase_then_resume(tmp_path):
     assert results["phases"][0]["wall_s"] == phase1_wall
     assert results["phases"][1]["env_steps"] == 2500
     assert np.asarray(results["sr"]).shape == (2, 2, 2)
+
+
+def test_non_finite_parameter_is_named():
+    from nbsp_jax.cycle import _check_params
+
+    params = {"actor": {"fc0": jnp.ones((2, 3, 4)), "fc1": jnp.ones((2, 4))}}
+    _check_params(params, {"phase": 0, "steps": 7}, ["reach"])  # all finite: no error
+    params["actor"]["fc1"] = params["actor"]["fc1"].at[1, 2].set(jnp.inf)
+    with pytest.raises(FloatingPointError, match=r"parameter \['actor'\]\['fc1'\] for seed 1 "
+                                                 r"at env step 7 of phase 1 \(reach\)"):
+        _check_params(params, {"phase": 0, "steps": 7}, ["reach"])
