@@ -65,19 +65,20 @@ def main() -> None:
         return learner, state
 
     keys = jax.random.split(jax.random.key(1), S)
+    active = jnp.ones((S,), bool)
     buf = jax.jit(jax.vmap(lambda k: random_buffer(k, 100_000)))(keys)
     runs = {}
     for method in ("sac", "nbsp"):
         learner, state = setup(method, 100_000)
         runs[method] = [learner, state]
-        state, info = learner.update(state, buf, buf, jnp.int32(0))  # compile
+        state, info = learner.update(state, buf, buf, jnp.int32(0), active)  # compile
         runs[method][1] = state
     times = {"sac": [], "nbsp": []}
     for _ in range(a.repeats):
         for method in ("sac", "nbsp"):
             learner, state = runs[method]
             t0 = time.perf_counter()
-            state, info = learner.update(state, buf, buf, jnp.int32(0))
+            state, info = learner.update(state, buf, buf, jnp.int32(0), active)
             jax.block_until_ready(info)
             times[method].append(time.perf_counter() - t0)
             runs[method][1] = state

@@ -38,7 +38,8 @@ def random_buffer(key: jax.Array, rows: int):
 
 
 def measure(setting: str, hidden: tuple[int, ...], batch: int, seeds: int, updates: int,
-            repeats: int, method: str = "sac", buffer_rows: int = 100_000) -> dict:
+            repeats: int, method: str = "sac", buffer_rows: int = 100_000,
+            seed_axis: str = "vmap") -> dict:
     """Returns the benchmark record (see module docstring)."""
     if setting != "continuous":
         raise SystemExit(f"--setting {setting!r} is not implemented yet; valid: 'continuous' "
@@ -51,6 +52,7 @@ def measure(setting: str, hidden: tuple[int, ...], batch: int, seeds: int, updat
     c.hidden, c.batch_size, c.num_seeds = hidden, batch, seeds
     c.chunk_steps, c.num_envs, c.updates_per_step = updates, 1, 1
     c.method = method
+    c.seed_axis = seed_axis
     learner = make_learner(c)
     state = jax.vmap(lambda k: init_state(learner.agent, k))(seed_keys(0, seeds))
 
@@ -58,7 +60,8 @@ def measure(setting: str, hidden: tuple[int, ...], batch: int, seeds: int, updat
     buffer = fill(jax.random.split(jax.random.key(1), seeds))
     # NBSP methods also replay a (filled) earlier-task buffer every k-th step and carry masks.
     pre = fill(jax.random.split(jax.random.key(2), seeds))
-    update = lambda s: learner.update(s, buffer, pre, jnp.int32(0))
+    active = jnp.ones((seeds,), bool)
+    update = lambda s: learner.update(s, buffer, pre, jnp.int32(0), active)
     t0 = time.perf_counter()
     state, info = update(state)
     jax.block_until_ready(info)
@@ -79,6 +82,7 @@ def measure(setting: str, hidden: tuple[int, ...], batch: int, seeds: int, updat
         "batch": batch,
         "seeds": seeds,
         "method": method,
+        "seed_axis": seed_axis,
         "updates_per_call": updates,
         "repeats": repeats,
         "updates_per_s": seeds * updates / med,
@@ -101,10 +105,12 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--method", default="sac", help="config.method: sac, nbsp, ... (masks and "
                    "earlier-task replay on for nbsp)")
+    p.add_argument("--seed-axis", default="vmap", choices=["vmap", "map"])
     p.add_argument("--json", default=None, help="write the record here")
     a = p.parse_args()
     hidden = tuple(int(h) for h in a.hidden.split(","))
-    rec = measure(a.setting, hidden, a.batch, a.seeds, a.updates, a.repeats, a.method)
+    rec = measure(a.setting, hidden, a.batch, a.seeds, a.updates, a.repeats, a.method,
+                  seed_axis=a.seed_axis)
     print(json.dumps({k: v for k, v in rec.items() if k != "call_s_all"}, indent=1))
     if a.json:
         with open(a.json, "w") as f:

@@ -87,6 +87,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.checkpoint_every_s = 600
     # Evaluation episodes per seed at the end of each task (deterministic policy); 0 disables.
     c.eval_episodes = 10
+    # How the seed axis of the gradient update is computed: 'vmap' (one batched computation)
+    # or 'map' (seeds one after another in the same compiled call, faster on CPU).
+    c.seed_axis = "vmap"
     # Write losses and SPS every this many env steps.
     c.log_every_steps = 5_000
     # Show a progress bar (rich) on stderr.
@@ -182,6 +185,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
     if c.agent not in AGENTS:
         raise ValueError(f"unknown config.agent {c.agent!r}; valid choices: {AGENTS}")
     for name, choices in (("method", tuple(METHODS)), ("selector", SELECTORS),
+                          ("seed_axis", ("vmap", "map")),
                           ("mask_target", MASK_TARGETS), ("mask_policy", MASK_POLICIES)):
         if c[name] not in choices:
             raise ValueError(f"unknown config.{name} {c[name]!r}; valid choices: {choices}")

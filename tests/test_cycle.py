@@ -162,3 +162,20 @@ def test_non_finite_parameter_is_named():
     with pytest.raises(FloatingPointError, match=r"parameter \['actor'\]\['fc1'\] for seed 1 "
                                                  r"at env step 7 of phase 1 \(reach\)"):
         _check_params(params, {"phase": 0, "steps": 7}, ["reach"])
+
+
+def test_seed_axis_map_equals_vmap():
+    from tests.test_nbsp import _filled
+
+    buf = jax.vmap(lambda _: _filled(64, 0.0))(jnp.arange(2))
+    out = {}
+    for mode in ("vmap", "map"):
+        learner = cycle.make_learner(tiny_config(chunk_steps=4, seed_axis=mode))
+        state = jax.vmap(lambda k, lr=learner: sac.init_state(lr.agent, k))(
+            cycle.seed_keys(0, 2))
+        out[mode] = jax.device_get(learner.update(state, buf, buf, jnp.int32(0),
+                                                  jnp.ones(2, bool)))
+    for a, b in zip(jax.tree.leaves(out["vmap"]), jax.tree.leaves(out["map"]), strict=True):
+        if jnp.issubdtype(a.dtype, jnp.floating):
+            # Different matmul kernels round differently; a mixed-up seed would be far off.
+            np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4)

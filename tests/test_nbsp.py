@@ -110,7 +110,7 @@ def test_method_switches(method):
         # Hard-masked units do not move under gradient updates.
         buf = jax.vmap(lambda _: _filled(64, 0.0))(jnp.arange(2))
         before = jax.device_get((new.params.actor, new.params.q["qf1"]))  # update donates `new`
-        after, _ = learner.update(new, buf, buf, jnp.int32(0))
+        after, _ = learner.update(new, buf, buf, jnp.int32(0), jnp.ones(2, bool))
         for net, params_before, params_after in (
             ("actor", before[0], after.params.actor),
             ("qf1", before[1], after.params.q["qf1"]),
