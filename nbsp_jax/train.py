@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 
 from absl import app, flags, logging
@@ -36,9 +37,14 @@ def main(argv) -> None:
     from nbsp_jax.cycle import train_and_evaluate
 
     config = _CONFIG.value
-    validate(config)  # fail on bad input before anything slow starts
     workdir = _WORKDIR.value or _default_workdir()
-    results = train_and_evaluate(config, workdir)
+    try:
+        validate(config)  # fail on bad input before anything slow starts
+        results = train_and_evaluate(config, workdir)
+    except (ValueError, NotImplementedError, FileExistsError) as e:
+        # Bad input: the message names the value and the choices; no traceback needed.
+        print(f"nbsp_jax.train: error: {e}", file=sys.stderr)
+        sys.exit(2)
     print(format_summary(results))
     print(f"results: {os.path.abspath(os.path.join(workdir, 'results.json'))}")
     print(f"plots:   {os.path.abspath(os.path.join(workdir, 'success.png'))}, sr.png")
