@@ -493,7 +493,9 @@ def results_table(runs: list[dict]) -> str:
     """A Markdown table in the form of the paper's Table 1 rows: mean +- stderr over seeds."""
     lines = ["| method | tasks | seeds | ASR | FM | FWT |", "|---|---|---|---|---|---|"]
     def cell(m, k):
-        return f"{m[k]['mean']:.3f} ± {m[k]['stderr']:.3f}" if k in m else "-"
+        if k not in m or not np.isfinite(m[k]["mean"]):
+            return "-"  # e.g. FM of a single phase
+        return f"{m[k]['mean']:.3f} ± {m[k]['stderr']:.3f}"
 
     for r in runs:
         m = r["metrics"]
