@@ -147,6 +147,38 @@ def metaworld_cycle(tasks: tuple[str, ...], variant: str = "") -> ml_collections
     return c
 
 
+def atari_cycle(games: tuple[str, ...], steps_per_game: int, variant: str = ""):
+    """The paper's Atari cycling experiment on ``games`` (Table 5, Table 6 values).
+
+    Discrete SAC (CleanRL ``sac_atari.py``): lr 1e-4 for actor and critics, batch 64, buffer
+    2e5 per seed, 2e4 random steps per game, one update every 4 env steps, hard target copy
+    every 8000 env steps, target entropy 0.89 log|A|, Nature CNN + [768, 768]; 1e5 transitions
+    per game kept for replay, every 10th batch from them; 3 seeds, 2 cycles.
+    """
+    c = base_config()
+    c.agent = "sac_atari"
+    c.tasks = tuple(games)
+    c.cycles = 2
+    c.num_seeds = 3
+    c.method = "nbsp"
+    c.steps_per_task = steps_per_game
+    c.learning_starts = 20_000
+    c.buffer_size = 200_000
+    c.replay_store_size = 100_000
+    c.hidden = (768, 768)
+    c.batch_size = 64
+    c.policy_lr = 1e-4
+    c.q_lr = 1e-4
+    c.early_stop = False  # Table 6 gives no threshold for Atari
+    c.eval_episodes = 10
+    if variant == "smoke":
+        c = smoke(c)
+        c.num_seeds = 2
+    elif variant:
+        raise ValueError(f"unknown config variant {variant!r}; valid choices: ('', 'smoke')")
+    return c
+
+
 def _positive(c, *names):
     for name in names:
         value = c[name]
@@ -178,6 +210,11 @@ def validate(c: ml_collections.ConfigDict) -> None:
     if not isinstance(c.eval_episodes, int) or c.eval_episodes < 0:
         raise ValueError(f"config.eval_episodes must be >= 0, got {c.eval_episodes!r}")
     if c.agent == "sac_atari":
+        from nbsp_jax.envs_atari import check_game, check_memory
+
+        for game in c.tasks:
+            check_game(game)
+        check_memory(c.buffer_size, c.replay_store_size, len(c.tasks) * c.cycles, c.num_seeds)
         raise NotImplementedError(
             "config.agent='sac_atari' (discrete SAC on EnvPool Atari) is not implemented yet: "
             "it arrives with issue 5. Valid choices now: " + str(AGENTS)
