@@ -115,6 +115,13 @@ def make_learner(config: ml_collections.ConfigDict) -> Learner:
     )
 
 
+def compilations(learner: Learner) -> dict:
+    """How many times each jitted learner function was compiled in this process (1 each when
+    nothing recompiled after the first phase; new masks, tasks and buffers are new values)."""
+    return {name: getattr(learner, name)._cache_size()
+            for name in ("act", "act_det", "add", "update", "end_task", "store")}
+
+
 def seed_keys(seed: int, num_seeds: int) -> jax.Array:
     """Per-seed PRNG keys ``[S]``: seed ``s`` of the axis uses ``fold_in(key(seed), s)``."""
     base = jax.random.key(seed)
@@ -294,6 +301,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         ckpt.close()
     results = _results(config, run.host, phases, time.perf_counter() - t_start)
     results["checkpoint_bytes"] = ckpt.size_bytes(ckpt.latest_step())
+    results["compilations"] = compilations(learner)
     write_results(workdir, results)
     results["state"] = run.device["state"]
     return results

@@ -37,6 +37,9 @@ def test_two_task_cycle_results_follow_from_sr(tmp_path):
         assert saved["metrics"][name]["mean"] == pytest.approx(np.mean(values))
     assert saved["versions"]["jax"] == jax.__version__
     assert r["checkpoint_bytes"] > 0
+    # Four phases, new masks and replay after each: every jitted function compiled once.
+    assert saved["compilations"] == {"act": 1, "act_det": 1, "add": 1, "update": 1,
+                                     "end_task": 1, "store": 1}
     assert len(os.listdir(tmp_path / "neurons")) == 4
 
 
