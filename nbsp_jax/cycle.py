@@ -364,6 +364,8 @@ def _train_phase(config, learner: Learner, run: Phase, phases: list, writers: Se
     state, act_keys = d["state"], d["act_keys"]
     steps, grad_step = h["steps"], h["grad_step"]
     t_phase, steps0, last_log, last_save = time.perf_counter(), steps, steps, time.perf_counter()
+    # Where the phase's time goes: host env stepping, policy calls, learner (buffer + updates).
+    timers = {"env_s": 0.0, "act_s": 0.0, "learn_s": 0.0}
     base_step = phase * config.steps_per_task
 
     while steps < config.steps_per_task and active.any():
@@ -374,9 +376,13 @@ def _train_phase(config, learner: Learner, run: Phase, phases: list, writers: Se
             if steps < config.learning_starts:
                 actions = rng.uniform(-1.0, 1.0, (S, E, ACTION_DIM)).astype(np.float32)
             else:
+                t0 = time.perf_counter()
                 actions, act_keys = learner.act(state.params.actor, jnp.asarray(obs), act_keys)
                 actions = np.asarray(actions)
+                timers["act_s"] += time.perf_counter() - t0
+            t0 = time.perf_counter()
             step, episodes = env.step(actions)
+            timers["env_s"] += time.perf_counter() - t0
             recorder.add(obs, actions, step, active)
             stage["obs"][k], stage["action"][k] = obs, actions
             stage["reward"][k], stage["next_obs"][k] = step.reward, step.obs
@@ -400,6 +406,7 @@ def _train_phase(config, learner: Learner, run: Phase, phases: list, writers: Se
                         and np.mean(recent[s]) >= config.success_threshold):
                     active[s] = False
                     h["steps_to_threshold"][s] = int(seed_steps[s])
+        t0 = time.perf_counter()
         batch = replay.Transition(*(_device_seed_major(stage[f]) for f in
                                     ("obs", "action", "reward", "next_obs", "terminated")))
         d["buffer"] = learner.add(d["buffer"], batch, _device_seed_major(stage["valid"]))
@@ -410,6 +417,7 @@ def _train_phase(config, learner: Learner, run: Phase, phases: list, writers: Se
             grad_step += K * E * config.updates_per_step
             info = jax.device_get(info)  # a few scalars; the next act needs the update anyway
             _check_finite(info, phase, task, steps)
+        timers["learn_s"] += time.perf_counter() - t0
         sps = (steps - steps0) / (time.perf_counter() - t_phase)
         if info is not None and steps - last_log >= config.log_every_steps:
             last_log = steps
@@ -454,6 +462,7 @@ def _train_phase(config, learner: Learner, run: Phase, phases: list, writers: Se
         "episodic_return": [float(np.mean(r)) if r else None for r in returns],
         "eval_success_rate": evals[task].tolist() if evals else None,
         "wall_s": time.perf_counter() - t_phase,
+        **timers,
         "goal_metric": goal_kind,
     })
     d.update(state=state, act_keys=act_keys, task_keys=task_keys,
