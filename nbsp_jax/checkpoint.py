@@ -12,7 +12,6 @@ import os
 from typing import Any
 
 import jax
-import numpy as np
 import orbax.checkpoint as ocp
 
 
@@ -77,7 +76,3 @@ class Checkpointer:
         self._manager.wait_until_finished()
         self._manager.close()
 
-
-def to_numpy_tree(tree):
-    """Host copies of every leaf (for host-side arrays kept in the device tree)."""
-    return jax.tree.map(np.asarray, tree)

@@ -64,13 +64,6 @@ def plot_success(workdir: str, out: str | None = None, tag: str = "charts/succes
     return out
 
 
-def final_success(workdir: str, window: int = 10) -> np.ndarray:
-    """Mean of the last ``window`` logged success rates per seed, ``[S]``."""
-    rows = read_metrics(workdir)
-    return np.array([np.mean([r["charts/success_rate"] for r in seed
-                              if "charts/success_rate" in r][-window:]) for seed in rows])
-
-
 if __name__ == "__main__":
     print(plot_success(sys.argv[1]))
 
