@@ -27,7 +27,11 @@ class Recorded(NamedTuple):
 
 
 class GoalRecorder:
-    """Ring of the last ``rows`` env steps of ``S`` seeds x ``E`` envs (``T = rows * E``)."""
+    """Per seed, a ring of its last ``rows`` training steps of ``E`` envs (``T = rows * E``).
+
+    Each seed has its own write position, so a seed that stopped training early (success
+    threshold) keeps the record of its own last ``rows`` training steps while the others go on.
+    """
 
     def __init__(self, rows: int, num_seeds: int, num_envs: int, obs_dim: int, action_dim: int):
         s, e = num_seeds, num_envs
@@ -36,7 +40,7 @@ class GoalRecorder:
         self.action = np.zeros((rows, s, e, action_dim), np.float32)
         self.episode = np.zeros((rows, s, e), np.int64)
         self.valid = np.zeros((rows, s, e), bool)
-        self._ptr = 0
+        self._ptr = np.zeros(s, np.int64)  # steps recorded so far, per seed
         self._episode = np.zeros((s, e), np.int64)  # current episode number per env
         self._ret = np.zeros((s, e))
         self._succ = np.zeros((s, e), bool)
@@ -51,11 +55,11 @@ class GoalRecorder:
         ``active [S]`` (optional): seeds that are still training; steps of the others are
         recorded as invalid, so each seed's record ends where its training ended.
         """
-        i = self._ptr % self.rows
-        valid = step.valid if active is None else step.valid & active[:, None]
-        self.obs[i], self.action[i], self.valid[i] = obs, action, valid
-        self.episode[i] = self._episode
-        self._ptr += 1
+        sel = np.arange(len(self._ptr)) if active is None else np.nonzero(active)[0]
+        i = self._ptr[sel] % self.rows
+        self.obs[i, sel], self.action[i, sel] = obs[sel], action[sel]
+        self.valid[i, sel], self.episode[i, sel] = step.valid[sel], self._episode[sel]
+        self._ptr[sel] += 1
         self._ret += np.where(step.valid, step.reward, 0.0)
         self._succ |= step.success
         done = step.valid & (step.terminated | step.truncated)
@@ -84,7 +88,7 @@ class GoalRecorder:
 
     def host_state(self) -> dict:
         """JSON-able state for a checkpoint."""
-        return {"ptr": self._ptr, "out_ret": [[list(map(float, x)) for x in r]
+        return {"ptr": self._ptr.tolist(), "out_ret": [[list(map(float, x)) for x in r]
                                               for r in self._out_ret],
                 "out_succ": [[list(map(bool, x)) for x in r] for r in self._out_succ]}
 
@@ -95,15 +99,18 @@ class GoalRecorder:
         self._episode = np.asarray(arrays["running_episode"]).copy()
         self._ret = np.asarray(arrays["running_ret"]).copy()
         self._succ = np.asarray(arrays["running_succ"]).copy()
-        self._ptr = int(host["ptr"])
+        self._ptr = np.asarray(host["ptr"], np.int64)
         self._out_ret, self._out_succ = host["out_ret"], host["out_succ"]
 
     def result(self) -> Recorded:
         """The recorded steps in time order with their episodes' goal metrics."""
         # Fixed length T (so the jitted scorer never recompiles); unfilled rows are invalid.
         n = self.rows
-        order = np.arange(self._ptr - n, self._ptr) % n if self._ptr >= n else np.arange(n)
         s, e = self._episode.shape
+        # Row order per seed: oldest first.
+        order = np.stack([np.arange(p - n, p) % n if p >= n else np.arange(n)
+                          for p in self._ptr], axis=1)  # [n, S]
+        cols = np.arange(s)[None, :]
         ret = np.zeros((n, s, e))
         succ = np.zeros((n, s, e))
         for si in range(s):
@@ -111,9 +118,10 @@ class GoalRecorder:
                 # Outcome table of this env: finished episodes, then the running one.
                 r = np.append(self._out_ret[si][ei], self._ret[si, ei])
                 c = np.append(self._out_succ[si][ei], self._succ[si, ei])
-                ids = self.episode[order, si, ei]
+                ids = self.episode[order[:, si], si, ei]
                 ret[:, si, ei], succ[:, si, ei] = r[ids], c[ids]
+        take = lambda x: x[order, cols]  # [n, S, E, ...] in per-seed time order
 
-        return Recorded(seed_major(self.obs[order]), seed_major(self.action[order]),
+        return Recorded(seed_major(take(self.obs)), seed_major(take(self.action)),
                         seed_major(succ).astype(np.float32), seed_major(ret).astype(np.float32),
-                        seed_major(self.valid[order]))
+                        seed_major(take(self.valid)))

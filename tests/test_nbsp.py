@@ -145,3 +145,20 @@ def test_weight_selector_ranks_by_incoming_norm():
         top = set(np.argsort(-allnorm)[:8].tolist())
         sel = np.concatenate([skill["actor"]["fc0"][seed], skill["actor"]["fc1"][seed]])
         assert set(np.nonzero(sel)[0].tolist()) == top
+
+
+def test_recorder_keeps_each_seeds_own_last_training_steps():
+    """Seed 0 stops training after 4 steps; 10 more steps must not push its record out."""
+    rec = GoalRecorder(rows=3, num_seeds=2, num_envs=1, obs_dim=1, action_dim=1)
+    active = np.array([True, True])
+    for t in range(14):
+        if t == 4:
+            active = np.array([False, True])
+        step = Step(np.zeros((2, 1, 1), np.float32), np.ones((2, 1), np.float32),
+                    np.zeros((2, 1), bool), np.zeros((2, 1), bool), np.zeros((2, 1), bool),
+                    np.ones((2, 1), bool))
+        rec.add(np.full((2, 1, 1), t, np.float32), np.zeros((2, 1, 1)), step, active)
+    out = rec.result()
+    np.testing.assert_array_equal(out.obs[0, :, 0], [1, 2, 3])  # seed 0: its last 3 steps
+    np.testing.assert_array_equal(out.obs[1, :, 0], [11, 12, 13])
+    assert out.valid.all()
