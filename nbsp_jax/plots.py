@@ -42,7 +42,12 @@ def plot_success(workdir: str, out: str | None = None, tag: str = "charts/succes
         if not pts:
             continue
         steps, values, tasks = zip(*pts, strict=True)
-        ax.plot(steps, values, lw=1.2, label=f"seed {s}")
+        # One line per phase, so a seed that stopped early is not joined to the next phase.
+        cuts = [0] + [i for i in range(1, len(tasks)) if tasks[i] != tasks[i - 1]] + [len(tasks)]
+        color = f"C{s}"
+        for a, b in zip(cuts[:-1], cuts[1:], strict=True):
+            ax.plot(steps[a:b], values[a:b], lw=1.2, color=color,
+                    label=f"seed {s}" if a == 0 else None)
         if s == 0:
             boundaries = [steps[i] for i in range(1, len(tasks)) if tasks[i] != tasks[i - 1]]
             labels = [tasks[0]] + [tasks[i] for i in range(1, len(tasks))
