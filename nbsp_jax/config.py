@@ -64,6 +64,10 @@ def base_config() -> ml_collections.ConfigDict:
     c.mask_target = "both"
     # 'latest' (paper: masks from the last task) or 'min' (per neuron, smallest so far).
     c.mask_policy = "latest"
+    # Score of a neuron whose activation is constant over the recorded steps (e.g. a dead
+    # ReLU): 'paper' (Eq. 3-4 as written: max(P(q > mean), P(q <= mean)), high when the goal
+    # is imbalanced) or 'neutral' (0.5: no goal information). See the README's experiment.
+    c.constant_neurons = "paper"
     # Fraction of each network's hidden neurons that are skill neurons (Eq. 5, m = 20%).
     c.skill_proportion = 0.2
     # Restriction strength: skill neurons' updates are scaled by alpha * (1 - score) (Eq. 7).
@@ -226,6 +230,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
         raise ValueError(f"unknown config.agent {c.agent!r}; valid choices: {AGENTS}")
     for name, choices in (("method", tuple(METHODS)), ("selector", SELECTORS),
                           ("seed_axis", ("vmap", "map")),
+                          ("constant_neurons", ("paper", "neutral")),
                           ("mask_target", MASK_TARGETS), ("mask_policy", MASK_POLICIES)):
         if c[name] not in choices:
             raise ValueError(f"unknown config.{name} {c[name]!r}; valid choices: {choices}")

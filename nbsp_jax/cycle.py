@@ -94,7 +94,8 @@ def make_learner(config: ml_collections.ConfigDict) -> Learner:
 
     def end_task(state, obs, action, goal, valid, key):
         scores, rank = nbsp.score_networks(agent, state, obs, action, goal, valid, key,
-                                           config.selector)
+                                           config.selector,
+                                           config.constant_neurons == "neutral")
         masks, skill = nbsp.build_masks(scores, rank, config.skill_proportion,
                                         config.mask_alpha, spec.hard)
         if spec.masks:

@@ -77,7 +77,7 @@ def _net_params(state: SACState, net: str) -> dict:
 
 def score_networks(
     agent: SAC, state: SACState, obs: jax.Array, action: jax.Array, goal: jax.Array,
-    valid: jax.Array, key: jax.Array, selector: str = "goal",
+    valid: jax.Array, key: jax.Array, selector: str = "goal", neutral_constant: bool = False,
 ) -> tuple[dict, dict]:
     """Goal scores (Eq. 1-4) and ranking scores (by ``selector``) of every hidden neuron.
 
@@ -88,12 +88,15 @@ def score_networks(
       key: PRNG key for the ``random`` selector.
       selector: one of :data:`SELECTORS`; decides *which* neurons are skill neurons. The goal
         scores always give the mask values.
+      neutral_constant: score neurons with constant activation 0.5 (see
+        :func:`nbsp_jax.neurons.skill_scores`).
 
     Returns:
       ``(goal_scores, rank_scores)``, each ``{net: {layer: [N]}}``.
     """
     acts = record_networks(agent, state, obs, action)
-    goal_scores = {n: neurons.score_layers(a, goal, valid) for n, a in acts.items()}
+    goal_scores = {n: neurons.score_layers(a, goal, valid, neutral_constant)
+                   for n, a in acts.items()}
     if selector == "goal":
         return goal_scores, goal_scores
     rank = {}

@@ -58,7 +58,8 @@ def _valid_weights(valid: jax.Array | None, t: int) -> jax.Array:
     return jnp.asarray(valid).astype(jnp.float32)
 
 
-def skill_scores(act: jax.Array, goal: jax.Array, valid: jax.Array | None = None) -> jax.Array:
+def skill_scores(act: jax.Array, goal: jax.Array, valid: jax.Array | None = None,
+                 neutral_constant: bool = False) -> jax.Array:
     """Goal-oriented skill score of every neuron of one layer (Eq. 1-4).
 
     ``mean_a[n] = mean_t act[t, n]``; ``mean_q = mean_t goal[t]``;
@@ -72,6 +73,10 @@ def skill_scores(act: jax.Array, goal: jax.Array, valid: jax.Array | None = None
       goal: goal metric ``[T]`` (Meta-World: episode success 0/1; Atari: episode return).
       valid: optional ``[T]`` bool; steps where it is False are left out of every mean (for a
         fixed-size buffer that is not full). With no valid step every score is 0.5.
+      neutral_constant: if True, a neuron whose activation is constant over the valid steps
+        scores 0.5 (it carries no goal information). The paper's formula (False) gives it
+        ``max(P(goal > mean), P(goal <= mean))``, which is high when the goal is imbalanced,
+        so dead units can outrank informative ones.
 
     Returns:
       ``[N]`` float32 scores in ``[0.5, 1]``.
@@ -90,11 +95,16 @@ def skill_scores(act: jax.Array, goal: jax.Array, valid: jax.Array | None = None
     agree = (act > mean_a) == (goal > mean_q)[:, None]
     r_over = (agree * w[:, None]).sum(axis=0) / denom
     score = jnp.maximum(r_over, 1.0 - r_over)
+    if neutral_constant:
+        hi = jnp.max(jnp.where(w[:, None] > 0, act, -jnp.inf), axis=0)
+        lo = jnp.min(jnp.where(w[:, None] > 0, act, jnp.inf), axis=0)
+        score = jnp.where(hi > lo, score, 0.5)
     return jnp.where(count > 0, score, 0.5)
 
 
 def score_layers(
-    acts: Mapping[str, jax.Array], goal: jax.Array, valid: jax.Array | None = None
+    acts: Mapping[str, jax.Array], goal: jax.Array, valid: jax.Array | None = None,
+    neutral_constant: bool = False,
 ) -> Scores:
     """:func:`skill_scores` for every layer.
 
@@ -102,11 +112,12 @@ def score_layers(
       acts: ``{layer: [T, N_layer]}`` activations.
       goal: goal metric ``[T]``.
       valid: optional ``[T]`` bool mask of steps to use.
+      neutral_constant: see :func:`skill_scores`.
 
     Returns:
       ``{layer: [N_layer]}`` float32 scores in ``[0.5, 1]``.
     """
-    return {k: skill_scores(v, goal, valid) for k, v in acts.items()}
+    return {k: skill_scores(v, goal, valid, neutral_constant) for k, v in acts.items()}
 
 
 def is_constant(goal: jax.Array, valid: jax.Array | None = None) -> jax.Array:

@@ -162,3 +162,20 @@ def test_recorder_keeps_each_seeds_own_last_training_steps():
     np.testing.assert_array_equal(out.obs[0, :, 0], [1, 2, 3])  # seed 0: its last 3 steps
     np.testing.assert_array_equal(out.obs[1, :, 0], [11, 12, 13])
     assert out.valid.all()
+
+
+@pytest.mark.parametrize("mode,expected", [("paper", 0.75), ("neutral", 0.5)])
+def test_constant_neurons_config_reaches_the_scores(mode, expected):
+    learner = make_learner(_config("nbsp", constant_neurons=mode))
+    state = jax.vmap(lambda key: sac.init_state(learner.agent, key))(seed_keys(0, 2))
+    # Kill actor unit fc0[0] in both seeds: its activation is 0 on every step.
+    actor = jax.tree.map(lambda x: x, state.params.actor)
+    actor["params"]["fc0"]["bias"] = actor["params"]["fc0"]["bias"].at[:, 0].set(-1e6)
+    state = state._replace(params=state.params._replace(actor=actor))
+    t = 64
+    obs = jax.random.normal(jax.random.key(0), (2, t, 39))
+    act = jnp.zeros((2, t, 4))
+    goal = jnp.tile((jnp.arange(t) % 4 != 0).astype(jnp.float32), (2, 1))  # 75 % ones
+    _, scores, _, _ = learner.end_task(state, obs, act, goal, jnp.ones((2, t), bool),
+                                       seed_keys(1, 2))
+    np.testing.assert_allclose(scores["actor"]["fc0"][:, 0], expected, rtol=1e-6)

@@ -211,3 +211,17 @@ def test_weight_scores():
         np.testing.assert_allclose(w["trunk/conv0"], [2.0, np.sqrt(2.0)], rtol=1e-6)
     with pytest.raises(ValueError, match=r"no kernel for layer 'fc9'; layers: \['fc0', "):
         weight_scores(inner, ["fc9"])
+
+
+def test_neutral_constant_neurons():
+    # goal 90 % ones: a dead neuron (all zeros) scores 0.9 as written, 0.5 when neutral.
+    goal = jnp.array([1.0] * 9 + [0.0])
+    act = jnp.stack([jnp.zeros(10), goal * 2.0, jnp.arange(10.0)], axis=1)  # dead, perfect, ramp
+    paper = skill_scores(act, goal)
+    np.testing.assert_allclose(paper, [0.9, 1.0, 0.6], rtol=1e-6)
+    neutral = skill_scores(act, goal, neutral_constant=True)
+    np.testing.assert_allclose(neutral, [0.5, 1.0, 0.6], rtol=1e-6)
+    # A neuron that varies only on invalid steps is constant on the valid ones.
+    valid = jnp.array([True] * 9 + [False])
+    act2 = jnp.stack([jnp.array([0.0] * 9 + [5.0]), jnp.arange(10.0)], axis=1)
+    np.testing.assert_allclose(skill_scores(act2, goal, valid, neutral_constant=True)[0], 0.5)
