@@ -119,31 +119,25 @@ def _nature_trunk(
     return x
 
 
-class DiscreteActor(nn.Module):
+class _TrunkHead(nn.Module):
+    """Own Nature trunk + Dense ``out`` with one unit per action; uint8 ``[..., 4, 84, 84]``
+    in, ``[..., num_actions]`` out."""
+
+    num_actions: int
+    hidden: Sequence[int] = (768, 768)
+    convs: Sequence[tuple[int, int, int]] = NATURE_CNN
+    conv_impl: str = "xla"
+    kernel_init: Callable = KAIMING_NORMAL
+
+    @nn.compact
+    def __call__(self, obs: jax.Array) -> jax.Array:
+        x = _nature_trunk(obs, self.convs, self.hidden, self.conv_impl, self.kernel_init)
+        return nn.Dense(self.num_actions, kernel_init=self.kernel_init, name="out")(x)
+
+
+class DiscreteActor(_TrunkHead):
     """Categorical policy: uint8 ``[..., 4, 84, 84]`` -> logits ``[..., num_actions]``."""
 
-    num_actions: int
-    hidden: Sequence[int] = (768, 768)
-    convs: Sequence[tuple[int, int, int]] = NATURE_CNN
-    conv_impl: str = "xla"
-    kernel_init: Callable = KAIMING_NORMAL
 
-    @nn.compact
-    def __call__(self, obs: jax.Array) -> jax.Array:
-        x = _nature_trunk(obs, self.convs, self.hidden, self.conv_impl, self.kernel_init)
-        return nn.Dense(self.num_actions, kernel_init=self.kernel_init, name="out")(x)
-
-
-class DiscreteQ(nn.Module):
+class DiscreteQ(_TrunkHead):
     """Soft Q-values of every action: uint8 ``[..., 4, 84, 84]`` -> ``[..., num_actions]``."""
-
-    num_actions: int
-    hidden: Sequence[int] = (768, 768)
-    convs: Sequence[tuple[int, int, int]] = NATURE_CNN
-    conv_impl: str = "xla"
-    kernel_init: Callable = KAIMING_NORMAL
-
-    @nn.compact
-    def __call__(self, obs: jax.Array) -> jax.Array:
-        x = _nature_trunk(obs, self.convs, self.hidden, self.conv_impl, self.kernel_init)
-        return nn.Dense(self.num_actions, kernel_init=self.kernel_init, name="out")(x)
