@@ -105,9 +105,7 @@ def score_networks(
             sizes = {k: v.shape[-1] for k, v in layer_acts.items()}
             rank[net] = neurons.random_scores(jax.random.fold_in(key, i), sizes)
         elif selector == "activation":
-            w = valid.astype(jnp.float32)[:, None]
-            rank[net] = {k: (jnp.abs(v) * w).sum(0) / jnp.maximum(w.sum(), 1.0)
-                         for k, v in layer_acts.items()}
+            rank[net] = neurons.activation_scores(layer_acts, valid)
         elif selector == "weight":
             rank[net] = neurons.weight_scores(_net_params(state, net), list(layer_acts))
         else:

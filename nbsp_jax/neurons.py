@@ -259,21 +259,23 @@ def random_scores(key: jax.Array, sizes: Mapping[str, int]) -> Scores:
     return out
 
 
-def activation_scores(acts: Mapping[str, jax.Array]) -> Scores:
+def activation_scores(acts: Mapping[str, jax.Array], valid: jax.Array | None = None) -> Scores:
     """Mean absolute activation over the recorded steps.
 
     Args:
       acts: ``{layer: [T, N_layer]}`` activations.
+      valid: optional ``[T]`` bool mask of steps to use.
 
     Returns:
-      ``{layer: [N_layer]}`` float32 ``mean_t |act[t, n]|``.
+      ``{layer: [N_layer]}`` float32 ``mean_t |act[t, n]|`` over the valid steps.
     """
     out = {}
     for k, a in acts.items():
         a = jnp.asarray(a, jnp.float32)
         if a.ndim != 2:
             raise ValueError(f"activation_scores: acts['{k}'] must be [T, N], got {a.shape}")
-        out[k] = jnp.abs(a).mean(axis=0)
+        w = _valid_weights(valid, a.shape[0])
+        out[k] = (jnp.abs(a) * w[:, None]).sum(axis=0) / jnp.maximum(w.sum(), 1.0)
     return out
 
 

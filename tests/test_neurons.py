@@ -225,3 +225,9 @@ def test_neutral_constant_neurons():
     valid = jnp.array([True] * 9 + [False])
     act2 = jnp.stack([jnp.array([0.0] * 9 + [5.0]), jnp.arange(10.0)], axis=1)
     np.testing.assert_allclose(skill_scores(act2, goal, valid, neutral_constant=True)[0], 0.5)
+
+
+def test_activation_scores_skip_invalid_steps():
+    acts = {"fc0": jnp.array([[1.0, -2.0], [3.0, 4.0], [100.0, 100.0]])}
+    out = activation_scores(acts, valid=jnp.array([True, True, False]))
+    np.testing.assert_allclose(out["fc0"], [2.0, 3.0])
