@@ -191,16 +191,26 @@ def gather(buf: AtariReplay, rows: jax.Array, stack: int = STACK) -> Transition:
       ``[B, stack, H, W]`` (oldest frame first), ``action`` int32, ``reward`` and
       ``terminated`` float32 ``[B]``.
     """
-    n = buf.frames.shape[0]
+    one = jax.tree.map(lambda x: x[None], buf)
+    return gather_streams(one, jnp.zeros_like(rows), rows, stack)
+
+
+def gather_streams(bufs: AtariReplay, stream: jax.Array, rows: jax.Array, stack: int = STACK
+                   ) -> Transition:
+    """As :func:`gather` for buffers with a leading stream axis (fields ``[N, rows, ...]``):
+    transition ``b`` is row ``rows[b]`` of stream ``stream[b]``."""
+    n = bufs.frames.shape[1]
     # Walk back from each row; at an episode's first frame stay there (reset padding).
     idx = [rows]
     for _ in range(stack - 1):
-        idx.insert(0, jnp.where(buf.first[idx[0]], idx[0], (idx[0] - 1) % n))
+        idx.insert(0, jnp.where(bufs.first[stream, idx[0]], idx[0], (idx[0] - 1) % n))
     # next_obs of row p is the stack of p + 1 (not a first frame): idx[1:] then p + 1.
-    frames = buf.frames[jnp.stack([*idx, (rows + 1) % n], axis=-1)]  # [B, stack + 1, H, W]
+    cols = jnp.stack([*idx, (rows + 1) % n], axis=-1)  # [B, stack + 1]
+    frames = bufs.frames[stream[:, None], cols]  # [B, stack + 1, H, W]
     return Transition(
-        obs=frames[:, :stack], action=buf.action[rows], reward=buf.reward[rows],
-        next_obs=frames[:, 1:], terminated=buf.terminated[rows],
+        obs=frames[:, :stack], action=bufs.action[stream, rows],
+        reward=bufs.reward[stream, rows], next_obs=frames[:, 1:],
+        terminated=bufs.terminated[stream, rows],
     )
 
 
@@ -230,6 +240,68 @@ def sample(buf: AtariReplay, key: jax.Array, batch_size: int, stack: int = STACK
       ``reward`` and ``terminated`` float32 ``[batch_size]``.
     """
     return gather(buf, sample_rows(buf, key, batch_size, stack), stack)
+
+
+def num_transitions_streams(bufs: AtariReplay, stack: int = STACK) -> jax.Array:
+    """Complete transitions over all streams of ``bufs`` (fields ``[N, rows, ...]``), int32."""
+    return jax.vmap(lambda b: transition_mask(b, stack))(bufs).sum()
+
+
+def sample_streams(bufs: AtariReplay, key: jax.Array, batch_size: int, stack: int = STACK
+                   ) -> Transition:
+    """Draws ``batch_size`` transitions uniformly (with replacement) among the complete
+    transitions of all streams of ``bufs`` (fields ``[N, rows, ...]``, e.g. the environments
+    of one seed, or the stored windows of earlier tasks).
+
+    Costs one pass over all rows (mask and one cumulative sum). With no complete transition
+    the batch is meaningless (sample only after ``learning_starts``).
+
+    Returns:
+      A :class:`nbsp_jax.replay.Transition` as :func:`sample` returns it.
+    """
+    mask = jax.vmap(lambda b: transition_mask(b, stack))(bufs)  # [N, rows]
+    num, rows = mask.shape
+    count = jnp.cumsum(mask.reshape(-1), dtype=jnp.int32)
+    u = jax.random.randint(key, (batch_size,), 0, jnp.maximum(count[-1], 1))
+    flat = jnp.searchsorted(count, u, side="right").astype(jnp.int32)
+    flat = jnp.minimum(flat, num * rows - 1)
+    return gather_streams(bufs, flat // rows, flat % rows, stack)
+
+
+def window(buf: AtariReplay, key: jax.Array, length: int, stack: int = STACK) -> AtariReplay:
+    """A new buffer holding ``length + stack`` consecutive rows of ``buf`` in time order,
+    starting at a uniformly drawn offset among the rows written (all rows if fewer).
+
+    This is how an earlier task's transitions are kept for replay (Eq. 8) without storing
+    stacks: a contiguous window keeps every frame once and every stack intact, and at a
+    uniform offset each transition of ``buf`` is kept with about the same probability
+    (``length / capacity``). The window's oldest ``stack - 1`` rows only serve as stack
+    history and its newest row has no successor, so about ``length`` transitions of the
+    window are complete (fewer across episode ends); :func:`transition_mask` finds them.
+
+    Args:
+      buf: one stream.
+      key: PRNG key for the offset.
+      length: static; transitions to keep.
+
+    Returns:
+      An :class:`AtariReplay` with ``length + stack`` rows (its ring: ``ptr`` after the last
+      copied row, ``size`` = rows copied).
+    """
+    ring = buf.frames.shape[0]
+    w = length + stack
+    m = jnp.minimum(buf.size, w)
+    offset = jax.random.randint(key, (), 0, buf.size - m + 1)
+    j = jnp.arange(w)
+    src = (buf.ptr - buf.size + offset + j) % ring  # the oldest written row is ptr - size
+    keep = j < m
+
+    def take(x):
+        return jnp.where(keep.reshape(-1, *([1] * (x.ndim - 1))), x[src], jnp.zeros_like(x[src]))
+
+    return AtariReplay(take(buf.frames), take(buf.action), take(buf.reward),
+                       take(buf.terminated), take(buf.first), (m % w).astype(jnp.int32),
+                       m.astype(jnp.int32))
 
 
 def bytes_per_transition(frame_shape: tuple[int, ...] = FRAME_SHAPE) -> int:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ml_collections
 
-AGENTS = ("sac",)
+AGENTS = ("sac", "sac_atari")
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -24,7 +24,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.tasks = ("window-open",)
     # How many times the task sequence is repeated.
     c.cycles = 1
-    # Agent family; only continuous SAC so far.
+    # 'sac' (continuous SAC, Meta-World tasks) or 'sac_atari' (discrete SAC, EnvPool Atari
+    # games; see atari_cycle).
     c.agent = "sac"
     # 'envpool' (EnvPool MetaWorld/<Task>-v3) or 'metaworld' (the metaworld package, gymnasium
     # subprocess vector env).
@@ -48,8 +49,17 @@ def base_config() -> ml_collections.ConfigDict:
     # CleanRL's delayed policy update: this many critic steps, then as many actor steps.
     # We read Table 6's "updates per environment step 2" for Meta-World as this value.
     c.policy_frequency = 2
-    # Gradient updates per environment step (per env of a seed).
+    # Gradient updates per environment step (per env of a seed)...
     c.updates_per_step = 1
+    # ...every `update_every` env steps (CleanRL sac_atari: one update every 4 steps).
+    c.update_every = 1
+    # Atari only: env steps between hard copies of the critics into the targets (CleanRL
+    # sac_atari: 8000); Meta-World uses Polyak averaging with `tau` instead.
+    c.target_update_every = 8000
+    # Atari only: time limit of a game in agent steps (27k = 108k frames, EnvPool's default).
+    c.max_episode_steps = 27_000
+    # Atari only: convolution implementation of the Nature CNN (see nbsp_jax.networks_atari).
+    c.conv_impl = "xla"
     # Env steps collected between two fused update calls; updates within a chunk run in one
     # lax.scan. Smaller is closer to CleanRL's interleaving, larger is faster.
     c.chunk_steps = 50
@@ -176,11 +186,26 @@ def atari_cycle(games: tuple[str, ...], steps_per_game: int, variant: str = ""):
     c.batch_size = 64
     c.policy_lr = 1e-4
     c.q_lr = 1e-4
+    c.update_every = 4
+    c.chunk_steps = 64  # 16 updates per fused call
+    c.target_update_every = 8000
     c.early_stop = False  # Table 6 gives no threshold for Atari
     c.eval_episodes = 10
+    c.success_window = 10  # games in the running return shown on the progress bar
     if variant == "smoke":
         c = smoke(c)
         c.num_seeds = 2
+        c.hidden = (64,)
+        c.batch_size = 16
+        c.steps_per_task = 1_000
+        c.buffer_size = 2_000
+        c.replay_store_size = 500
+        c.learning_starts = 400
+        c.target_update_every = 400
+        c.score_steps = 300
+        c.eval_episodes = 1
+        # Short games, so evaluation of a random-ish policy ends quickly.
+        c.max_episode_steps = 300
     elif variant:
         raise ValueError(f"unknown config variant {variant!r}; valid choices: ('', 'smoke')")
     return c
@@ -216,18 +241,9 @@ def validate(c: ml_collections.ConfigDict) -> None:
         )
     if not isinstance(c.eval_episodes, int) or c.eval_episodes < 0:
         raise ValueError(f"config.eval_episodes must be >= 0, got {c.eval_episodes!r}")
-    if c.agent == "sac_atari":
-        from nbsp_jax.envs_atari import check_game, check_memory
-
-        for game in c.tasks:
-            check_game(game)
-        check_memory(c.buffer_size, c.replay_store_size, len(c.tasks) * c.cycles, c.num_seeds)
-        raise NotImplementedError(
-            "config.agent='sac_atari' (discrete SAC on EnvPool Atari) is not implemented yet: "
-            "it arrives with issue 5. Valid choices now: " + str(AGENTS)
-        )
     if c.agent not in AGENTS:
         raise ValueError(f"unknown config.agent {c.agent!r}; valid choices: {AGENTS}")
+    _positive(c, "update_every", "max_episode_steps", "target_update_every")
     for name, choices in (("method", tuple(METHODS)), ("selector", SELECTORS),
                           ("seed_axis", ("vmap", "map")),
                           ("constant_neurons", ("paper", "neutral")),
@@ -247,8 +263,11 @@ def validate(c: ml_collections.ConfigDict) -> None:
         raise ValueError(f"unknown config.env_backend {c.env_backend!r}; valid choices: {BACKENDS}")
     if isinstance(c.tasks, str) or len(c.tasks) == 0:
         raise ValueError(f"config.tasks must be a non-empty tuple of task names, got {c.tasks!r}")
-    for task in c.tasks:
-        check_task(task)
+    if c.agent == "sac_atari":
+        _validate_atari(c)
+    else:
+        for task in c.tasks:
+            check_task(task)
     if len(c.hidden) == 0 or any(not isinstance(h, int) or h <= 0 for h in c.hidden):
         raise ValueError(f"config.hidden must be positive layer widths, got {c.hidden!r}")
     for name in ("policy_lr", "q_lr"):
@@ -257,8 +276,14 @@ def validate(c: ml_collections.ConfigDict) -> None:
     for name in ("gamma", "tau"):
         if not 0.0 <= c[name] <= 1.0:
             raise ValueError(f"config.{name} must lie in [0, 1], got {c[name]!r}")
-    n_updates = c.chunk_steps * c.num_envs * c.updates_per_step
-    if n_updates % c.policy_frequency:
+    n_updates, rest = divmod(c.chunk_steps * c.num_envs * c.updates_per_step, c.update_every)
+    if rest:
+        raise ValueError(
+            f"chunk_steps * num_envs * updates_per_step = "
+            f"{c.chunk_steps * c.num_envs * c.updates_per_step} must be a multiple of "
+            f"config.update_every={c.update_every}"
+        )
+    if c.agent == "sac" and n_updates % c.policy_frequency:
         raise ValueError(
             f"updates per chunk (chunk_steps * num_envs * updates_per_step = {n_updates}) must be "
             f"a multiple of config.policy_frequency={c.policy_frequency}"
@@ -267,3 +292,16 @@ def validate(c: ml_collections.ConfigDict) -> None:
         raise ValueError(
             f"config.batch_size={c.batch_size} exceeds config.buffer_size={c.buffer_size}"
         )
+
+
+def _validate_atari(c: ml_collections.ConfigDict) -> None:
+    """Atari checks: known games (with the list), Table 7 scores, memory of the buffers."""
+    from nbsp_jax.envs_atari import check_game, check_memory
+    from nbsp_jax.metrics import canonical_atari_game
+    from nbsp_jax.networks_atari import CONV_IMPLS
+
+    for game in c.tasks:
+        canonical_atari_game(check_game(game))  # evaluation normalises by Table 7
+    if c.conv_impl not in CONV_IMPLS:
+        raise ValueError(f"unknown config.conv_impl {c.conv_impl!r}; valid choices: {CONV_IMPLS}")
+    check_memory(c.buffer_size, c.replay_store_size, len(c.tasks) * c.cycles, c.num_seeds)

@@ -23,10 +23,10 @@ import ml_collections
 import numpy as np
 import optax
 
-from nbsp_jax import metrics, nbsp, plots, replay, sac
+from nbsp_jax import metrics, nbsp, plots
 from nbsp_jax.checkpoint import Checkpointer
 from nbsp_jax.config import validate
-from nbsp_jax.envs import ACTION_DIM, OBS_DIM, SeedVecEnv, seed_major
+from nbsp_jax.domains import MetaWorld, get_domain
 from nbsp_jax.logs import Progress, SeedWriters
 from nbsp_jax.masking import masked_scale
 from nbsp_jax.recorder import GoalRecorder
@@ -35,14 +35,15 @@ from nbsp_jax.recorder import GoalRecorder
 class Learner(NamedTuple):
     """Jitted, seed-vmapped functions of one agent (built once per run). Shapes: ``[S, ...]``."""
 
-    agent: sac.SAC
+    domain: MetaWorld  # or domains.Atari: what differs between the two domains
+    agent: object  # sac.SAC or sac_discrete.SACDiscrete
     spec: nbsp.MethodSpec
-    act: callable  # (actor_params, obs [S,E,D], keys) -> (actions [S,E,A], keys)
-    act_det: callable  # (actor_params, obs [S,E,D]) -> actions [S,E,A]
-    add: callable  # (buffer, batch [S,B,...], valid [S,B]) -> buffer
+    act: callable  # (actor_params, obs [S,E,...], keys) -> (actions [S,E,...], keys)
+    act_eval: callable  # (actor_params, obs [S,E,...], keys) -> (actions [S,E,...], keys)
+    add: callable  # (buffer, staged rows [S,...]) -> buffer
     update: callable  # (state, buffer, pre_buffer, step0, active [S]) -> (state, info)
     end_task: callable  # (state, obs, action, goal, valid, keys) -> (state, scores, masks, skill)
-    store: callable  # (pre_buffer, buffer, keys) -> pre_buffer
+    store: callable  # (pre_buffer, buffer, keys, slot) -> pre_buffer
 
 
 def over_seeds(fn, mode: str, in_axes):
@@ -72,49 +73,48 @@ def over_seeds(fn, mode: str, in_axes):
 def make_learner(config: ml_collections.ConfigDict) -> Learner:
     """Builds the agent and its jitted, vmapped step functions from ``config``."""
     spec = nbsp.method_spec(config.method)
-    masked = lambda lr: optax.chain(optax.adam(lr), masked_scale()) if spec.masks else None
-    agent = sac.make_sac(
-        OBS_DIM, ACTION_DIM, hidden=config.hidden, policy_lr=config.policy_lr,
-        q_lr=config.q_lr, gamma=config.gamma, tau=config.tau,
-        policy_frequency=config.policy_frequency, batch_size=config.batch_size,
-        actor_opt=masked(config.policy_lr), q_opt=masked(config.q_lr),
-    )
-    num_updates = config.chunk_steps * config.num_envs * config.updates_per_step
+    domain = get_domain(config)
+    masked = lambda lr: optax.chain(domain.adam(lr), masked_scale()) if spec.masks else None
+    agent = domain.make_agent(masked(config.policy_lr), masked(config.q_lr))
+    num_updates = domain.updates_per_chunk()
 
-    def act(actor_params, obs, key):
-        key, sub = jax.random.split(key)
-        return sac.sample_action(agent, actor_params, obs, sub)[0], key
+    def acting(action_fn):
+        def act(actor_params, obs, key):
+            key, sub = jax.random.split(key)
+            return action_fn(agent, actor_params, obs, sub), key
+        return jax.jit(jax.vmap(act))
 
     def update(state, buffer, pre, step0, active):
+        sampler = domain.sampler(agent, buffer)
         if spec.replay:
-            sampler = nbsp.replay_sampler(agent, buffer, pre, config.replay_interval)
-        else:
-            sampler = sac.buffer_sampler(agent, buffer)
-        new, info = sac.update_many(agent, state, sampler, num_updates, step0)
+            sampler = nbsp.replay_sampler(sampler, domain.sampler(agent, pre),
+                                          domain.nonempty(pre), config.replay_interval)
+        new, info = domain.update_many(agent, state, sampler, num_updates, step0)
         # A seed that met the success threshold keeps its state (lockstep seeds still compute).
         return jax.tree.map(lambda n, o: jnp.where(active, n, o), new, state), info
 
     def end_task(state, obs, action, goal, valid, key):
         scores, rank = nbsp.score_networks(agent, state, obs, action, goal, valid, key,
                                            config.selector,
-                                           config.constant_neurons == "neutral")
+                                           config.constant_neurons == "neutral",
+                                           domain.record_chunk)
         masks, skill = nbsp.build_masks(scores, rank, config.skill_proportion,
                                         config.mask_alpha, spec.hard)
         if spec.masks:
             state = nbsp.install_masks(state, masks, config.mask_target, config.mask_policy)
         return state, scores, masks, skill
 
-    store = lambda pre, buf, key: nbsp.store_for_replay(pre, buf, key, config.replay_store_size)
     return Learner(
+        domain=domain,
         agent=agent,
         spec=spec,
-        act=jax.jit(jax.vmap(act)),
-        act_det=jax.jit(jax.vmap(functools.partial(sac.deterministic_action, agent))),
-        add=jax.jit(jax.vmap(replay.add), donate_argnums=0),
+        act=acting(domain.sample_action),
+        act_eval=acting(domain.eval_action),
+        add=jax.jit(jax.vmap(domain.add), donate_argnums=0),
         update=jax.jit(over_seeds(update, config.seed_axis, in_axes=(0, 0, 0, None, 0)),
                        donate_argnums=0),
         end_task=jax.jit(jax.vmap(end_task)),
-        store=jax.jit(jax.vmap(store), donate_argnums=0),
+        store=jax.jit(jax.vmap(domain.store, in_axes=(0, 0, 0, None)), donate_argnums=0),
     )
 
 
@@ -122,7 +122,7 @@ def compilations(learner: Learner) -> dict:
     """How many times each jitted learner function was compiled in this process (1 each when
     nothing recompiled after the first phase; new masks, tasks and buffers are new values)."""
     return {name: getattr(learner, name)._cache_size()
-            for name in ("act", "act_det", "add", "update", "end_task", "store")}
+            for name in ("act", "act_eval", "add", "update", "end_task", "store")}
 
 
 def seed_keys(seed: int, num_seeds: int) -> jax.Array:
@@ -143,41 +143,33 @@ def env_seed(config, phase: int, purpose: int = 0, restart: int = 0) -> int:
 
 
 def evaluate(learner: Learner, actor_params, task: str, config, task_index: int) -> np.ndarray:
-    """Success rate per seed ``[S]`` of the deterministic policy over ``eval_episodes``.
+    """``sr`` entries per seed ``[S]``: the policy's score on ``task`` over ``eval_episodes``.
 
-    One pool of ``S * eval_episodes`` envs runs one episode each (success = any step
-    succeeded), vmapped over seeds.
+    One pool of ``S * eval_episodes`` envs runs one episode each, vmapped over seeds.
+    Meta-World: success rate of the deterministic policy (success = any step succeeded).
+    Atari: the policy's mean raw return of whole games, normalised by Table 7.
     """
-    n = config.eval_episodes
-    env = SeedVecEnv(task, config.num_seeds, n, env_seed(config, 0, 1 + task_index),
-                     config.env_backend)
+    n, dom = config.eval_episodes, learner.domain
+    env = dom.make_env(task, n, env_seed(config, 0, 1 + task_index), train=False)
+    keys = seed_keys(config.seed + 1 + task_index, config.num_seeds)
     obs = env.reset()
     success = np.zeros((config.num_seeds, n), bool)
+    ret = np.zeros((config.num_seeds, n))
     finished = np.zeros((config.num_seeds, n), bool)
     while not finished.all():
-        actions = np.asarray(learner.act_det(actor_params, jnp.asarray(obs)))
-        step, _ = env.step(actions)
-        success |= step.success & ~finished
-        finished |= step.valid & (step.terminated | step.truncated)
+        actions, keys = learner.act_eval(actor_params, jnp.asarray(obs), keys)
+        step, _ = env.step(np.asarray(actions))
+        goal = dom.goal_step(env, step)
+        success |= goal.success & ~finished
+        ret += np.where(goal.valid & ~finished, goal.reward, 0.0)
+        finished |= goal.valid & (goal.terminated | goal.truncated)
         obs = step.obs
     env.close()
-    return success.mean(axis=1)
+    return dom.eval_score(task, success if dom.metric == "asr" else ret)
 
 
-def _stage(config) -> dict:
-    k, s, e = config.chunk_steps, config.num_seeds, config.num_envs
-    return {
-        "obs": np.zeros((k, s, e, OBS_DIM), np.float32),
-        "action": np.zeros((k, s, e, ACTION_DIM), np.float32),
-        "reward": np.zeros((k, s, e), np.float32),
-        "next_obs": np.zeros((k, s, e, OBS_DIM), np.float32),
-        "terminated": np.zeros((k, s, e), np.float32),
-        "valid": np.zeros((k, s, e), bool),
-    }
-
-
-def _device_seed_major(x: np.ndarray) -> jax.Array:
-    return jnp.asarray(seed_major(x))
+def _to_device(domain, stage: dict) -> dict:
+    return {k: jnp.asarray(domain.to_seed_rows(v)) for k, v in stage.items()}
 
 
 def prepare_workdir(workdir: str, config) -> bool:
@@ -216,23 +208,28 @@ class Phase(NamedTuple):
     host: dict  # counters, sr rows, phase summaries, running stats, RNG state
 
 
-def _fresh_buffer(config):
-    return jax.vmap(lambda _: replay.init_buffer(config.buffer_size, OBS_DIM, ACTION_DIM))(
-        jnp.arange(config.num_seeds))
+def _fresh_buffer(config, domain):
+    return jax.vmap(lambda _: domain.init_buffer())(jnp.arange(config.num_seeds))
+
+
+def _recorder(config, domain, rows: int | None = None) -> GoalRecorder:
+    rows = -(-config.score_steps // config.num_envs) if rows is None else rows
+    return GoalRecorder(rows, config.num_seeds, config.num_envs, domain.obs_shape,
+                        domain.action_shape, domain.obs_dtype, domain.action_dtype)
 
 
 def _init_run(config, learner: Learner, num_phases: int) -> Phase:
-    S, E = config.num_seeds, config.num_envs
+    S = config.num_seeds
     keys = seed_keys(config.seed, S)
     init_keys, act_keys, task_keys = jax.vmap(lambda k: tuple(jax.random.split(k, 3)))(keys)
-    state = jax.vmap(functools.partial(sac.init_state, learner.agent))(init_keys)
-    # One buffer of transitions from all earlier tasks (Eq. 8); capacity 1 (never filled) when
-    # the method does not replay, so every method runs the same compiled update.
-    pre_capacity = config.replay_store_size * (num_phases - 1) if learner.spec.replay else 1
-    pre = jax.vmap(lambda _: replay.init_buffer(max(pre_capacity, 1), OBS_DIM, ACTION_DIM))(
-        jnp.arange(S))
-    recorder = GoalRecorder(-(-config.score_steps // E), S, E, OBS_DIM, ACTION_DIM)
-    device = {"state": state, "buffer": _fresh_buffer(config), "pre": pre,
+    dom = learner.domain
+    state = jax.vmap(functools.partial(dom.init_state, learner.agent))(init_keys)
+    # Transitions of all earlier tasks (Eq. 8); a tiny, never filled buffer when the method
+    # does not replay, so every method runs the same compiled update.
+    stored = num_phases - 1 if learner.spec.replay else 0
+    pre = jax.vmap(lambda _: dom.init_pre(stored))(jnp.arange(S))
+    recorder = _recorder(config, dom)
+    device = {"state": state, "buffer": _fresh_buffer(config, dom), "pre": pre,
               "act_keys": act_keys, "task_keys": task_keys, "recorder": recorder.arrays()}
     host = {
         "phase": 0, "steps": 0, "grad_step": 0, "saves": 0, "restarts": 0, "wall_s": 0.0,
@@ -340,18 +337,18 @@ def _train_phase(config, learner: Learner, run: Phase, phases: list, writers: Se
                  progress: Progress, ckpt: Checkpointer, t_start: float) -> Phase:
     """Trains the current phase from where ``run`` stands to its end, then scores, masks,
     stores replay, evaluates every task and checkpoints."""
-    S, E, K = config.num_seeds, config.num_envs, config.chunk_steps
+    S, K, dom = config.num_seeds, config.chunk_steps, learner.domain
     d, h = dict(run.device), dict(run.host)
     phase = h["phase"]
     task = phases[phase]
     if h["steps"] == 0:
         # The current-task buffer starts empty at each task (SPEC section 5); every seed
         # trains again.
-        d["buffer"] = _fresh_buffer(config)
+        d["buffer"] = _fresh_buffer(config, dom)
         h["seed_steps"], h["active"] = [0] * S, [True] * S
         h["steps_to_threshold"] = [None] * S
         h["recent"], h["returns"] = [[] for _ in range(S)], [[] for _ in range(S)]
-    recorder = GoalRecorder(-(-config.score_steps // E), S, E, OBS_DIM, ACTION_DIM)
+    recorder = _recorder(config, dom)
     if h["steps"] > 0:  # resumed mid-phase: the envs restart with new episodes
         recorder.load(d["recorder"], h["recorder"])
         recorder.cut()
@@ -362,8 +359,11 @@ def _train_phase(config, learner: Learner, run: Phase, phases: list, writers: Se
     returns = [deque(r, maxlen=config.success_window) for r in h["returns"]]
     active = np.array(h["active"], bool)
     seed_steps = np.array(h["seed_steps"], np.int64)
-    env = SeedVecEnv(task, S, E, env_seed(config, phase, 0, h["restarts"]), config.env_backend)
+    env = dom.make_env(task, config.num_envs, env_seed(config, phase, 0, h["restarts"]))
     obs = env.reset()
+    start = dom.start_episode_rows(obs)  # Atari: the reset frames start the buffer's episodes
+    if start is not None:
+        d["buffer"] = learner.add(d["buffer"], _to_device(dom, start))
     state, act_keys = d["state"], d["act_keys"]
     steps, grad_step = h["steps"], h["grad_step"]
     t_phase, steps0, last_log, last_save = time.perf_counter(), steps, steps, time.perf_counter()
@@ -372,12 +372,12 @@ def _train_phase(config, learner: Learner, run: Phase, phases: list, writers: Se
     base_step = phase * config.steps_per_task
 
     while steps < config.steps_per_task and active.any():
-        stage = _stage(config)
+        stage = dom.new_stage()
         for k in range(K):
             if steps == config.steps_per_task or not active.any():
                 break  # budget reached mid-chunk: the remaining rows stay invalid
             if steps < config.learning_starts:
-                actions = rng.uniform(-1.0, 1.0, (S, E, ACTION_DIM)).astype(np.float32)
+                actions = dom.random_actions(rng)
             else:
                 t0 = time.perf_counter()
                 actions, act_keys = learner.act(state.params.actor, jnp.asarray(obs), act_keys)
@@ -386,15 +386,11 @@ def _train_phase(config, learner: Learner, run: Phase, phases: list, writers: Se
             t0 = time.perf_counter()
             step, episodes = env.step(actions)
             timers["env_s"] += time.perf_counter() - t0
-            recorder.add(obs, actions, step, active)
-            stage["obs"][k], stage["action"][k] = obs, actions
-            stage["reward"][k], stage["next_obs"][k] = step.reward, step.obs
-            stage["terminated"][k] = step.terminated
-            # A seed that met the success threshold stores nothing more (SPEC section 6).
-            stage["valid"][k] = step.valid & active[:, None]
+            recorder.add(obs, actions, dom.goal_step(env, step), active)
+            dom.stage_step(stage, k, obs, actions, step, active)
             obs = step.obs
             # Lockstep seeds: every seed's env steps (or resets) together.
-            if step.valid[0, 0]:
+            if dom.counts_invalid_steps or step.valid[0, 0]:
                 steps += 1
                 seed_steps += active
             for s, ret, succ in zip(episodes.seed, episodes.ret, episodes.success, strict=True):
@@ -410,14 +406,12 @@ def _train_phase(config, learner: Learner, run: Phase, phases: list, writers: Se
                     active[s] = False
                     h["steps_to_threshold"][s] = int(seed_steps[s])
         t0 = time.perf_counter()
-        batch = replay.Transition(*(_device_seed_major(stage[f]) for f in
-                                    ("obs", "action", "reward", "next_obs", "terminated")))
-        d["buffer"] = learner.add(d["buffer"], batch, _device_seed_major(stage["valid"]))
+        d["buffer"] = learner.add(d["buffer"], _to_device(dom, stage))
         info = None
         if steps >= config.learning_starts:
             state, info = learner.update(state, d["buffer"], d["pre"], jnp.int32(grad_step),
                                          jnp.asarray(active))
-            grad_step += K * E * config.updates_per_step
+            grad_step += dom.updates_per_chunk()
             info = jax.device_get(info)  # a few scalars; the next act needs the update anyway
             _check_finite(info, phase, task, steps)
         timers["learn_s"] += time.perf_counter() - t0
@@ -428,9 +422,8 @@ def _train_phase(config, learner: Learner, run: Phase, phases: list, writers: Se
             scalars["charts/SPS"] = np.full(S, sps)
             writers.write_all(base_step + steps, scalars, task=task)
             writers.flush()
-        sr = [np.mean(r) if r else float("nan") for r in recent]
         progress.update(base_step + steps, f"{task} ({phase + 1}/{len(phases)})", sps,
-                        " ".join(f"{x:.2f}" for x in sr))
+                        dom.progress_text(recent, returns))
         if time.perf_counter() - last_save >= config.checkpoint_every_s:
             d.update(state=state, act_keys=act_keys, recorder=recorder.arrays())
             h.update(steps=steps, grad_step=grad_step, seed_steps=seed_steps.tolist(),
@@ -450,7 +443,7 @@ def _train_phase(config, learner: Learner, run: Phase, phases: list, writers: Se
     state, goal_kind = _end_of_task(learner, state, recorder, score_keys, writers.workdir,
                                     phase, task)
     if learner.spec.replay and phase < len(phases) - 1:
-        d["pre"] = learner.store(d["pre"], d["buffer"], store_keys)
+        d["pre"] = learner.store(d["pre"], d["buffer"], store_keys, phase)
     evals = {}
     if config.eval_episodes:
         for i, t in enumerate(config.tasks):
@@ -463,17 +456,15 @@ def _train_phase(config, learner: Learner, run: Phase, phases: list, writers: Se
         "steps_to_threshold": h["steps_to_threshold"],
         "train_success_rate": [float(np.mean(r)) if r else None for r in recent],
         "episodic_return": [float(np.mean(r)) if r else None for r in returns],
-        "eval_success_rate": evals[task].tolist() if evals else None,
+        f"eval_{dom.sr_name}": evals[task].tolist() if evals else None,
         "wall_s": time.perf_counter() - t_phase,
         **timers,
         "goal_metric": goal_kind,
     })
     d.update(state=state, act_keys=act_keys, task_keys=task_keys,
-             buffer=d["buffer"], recorder=GoalRecorder(
-                 recorder.rows, S, E, OBS_DIM, ACTION_DIM).arrays())
+             buffer=d["buffer"], recorder=_recorder(config, dom).arrays())
     h.update(phase=phase + 1, steps=0, restarts=0, grad_step=grad_step,
-             rng=rng.bit_generator.state,
-             recorder=GoalRecorder(1, S, E, 1, 1).host_state())
+             rng=rng.bit_generator.state, recorder=_recorder(config, dom, 1).host_state())
     writers.flush()
     return _save(ckpt, Phase(d, h), writers, t_start, phases)
 
@@ -481,7 +472,7 @@ def _train_phase(config, learner: Learner, run: Phase, phases: list, writers: Se
 def _results(config, host: dict, phases: list, wall_s: float) -> dict:
     if host["sr_rows"]:  # eval_episodes > 0
         sr = np.transpose(np.asarray(host["sr_rows"], np.float64), (2, 0, 1))  # [S, H, H]
-        summary = metrics.summarize(metrics.continual_metrics_batch(sr))
+        summary = metrics.summarize(metrics.metrics_for(sr, atari=config.agent == "sac_atari"))
         sr = sr.tolist()
     else:
         sr, summary = [], {}
@@ -499,19 +490,27 @@ def _results(config, host: dict, phases: list, wall_s: float) -> dict:
 
 
 def write_results(workdir: str, results: dict) -> None:
-    """Writes ``results.json``, ``results.md`` and the plots."""
+    """Writes ``results.json``, ``results.md`` and the plots (their paths go to
+    ``results['plots']``)."""
     with open(os.path.join(workdir, "results.json"), "w") as f:
         json.dump(results, f, indent=2)
     with open(os.path.join(workdir, "results.md"), "w") as f:
         f.write(results_table([results]))
-    plots.plot_success(workdir)
+    if results["config"]["agent"] == "sac_atari":  # Atari has returns, not success
+        curves = plots.plot_success(workdir, os.path.join(workdir, "return.png"),
+                                    tag="charts/episodic_return")
+    else:
+        curves = plots.plot_success(workdir)
+    results["plots"] = [curves]
     if results["sr"]:
-        plots.plot_sr(results, os.path.join(workdir, "sr.png"))
+        results["plots"].append(plots.plot_sr(results, os.path.join(workdir, "sr.png")))
 
 
 def results_table(runs: list[dict]) -> str:
     """A Markdown table in the form of the paper's Table 1 rows: mean +- stderr over seeds."""
-    lines = ["| method | tasks | seeds | ASR | FM | FWT |", "|---|---|---|---|---|---|"]
+    name = "AR" if any("ar" in r["metrics"] for r in runs) else "ASR"
+    lines = [f"| method | tasks | seeds | {name} | FM | FWT |", "|---|---|---|---|---|---|"]
+
     def cell(m, k):
         if k not in m or not np.isfinite(m[k]["mean"]):
             return "-"  # e.g. FM of a single phase
@@ -521,7 +520,8 @@ def results_table(runs: list[dict]) -> str:
         m = r["metrics"]
         seq = " → ".join(r["tasks"][: len(r["config"]["tasks"])])
         lines.append(f"| {r['method']} | {seq} (x{r['config']['cycles']}) | {r['num_seeds']} "
-                     f"| {cell(m, 'asr')} | {cell(m, 'fm')} | {cell(m, 'fwt')} |")
+                     f"| {cell(m, 'ar' if 'ar' in m else 'asr')} | {cell(m, 'fm')} "
+                     f"| {cell(m, 'fwt')} |")
     return "\n".join(lines) + "\n"
 
 
@@ -529,9 +529,10 @@ def _end_of_task(learner: Learner, state, recorder: GoalRecorder, keys, workdir:
                  phase: int, task: str):
     """Scores neurons on the task's last recorded steps, installs masks, saves them as .npz.
 
-    The goal metric is episode success; a seed whose recorded success is constant (all
-    episodes succeeded, or none) carries no goal information, so that seed falls back to the
-    episode return, a graded metric (SPEC section 3), and the switch is logged.
+    The goal metric is episode success (Meta-World) or the raw return of the game (Atari). A
+    Meta-World seed whose recorded success is constant (all episodes succeeded, or none)
+    carries no goal information, so that seed falls back to the episode return, a graded
+    metric (SPEC section 3), and the switch is logged.
 
     Returns:
       The new state and, per seed, the goal metric used (``'success'`` or ``'return'``).
@@ -541,7 +542,10 @@ def _end_of_task(learner: Learner, state, recorder: GoalRecorder, keys, workdir:
     kinds = []
     for s in range(goal.shape[0]):
         v = rec.valid[s]
-        if v.any() and goal[s][v].min() == goal[s][v].max():
+        if learner.domain.goal == "return":
+            goal[s] = rec.ret[s]
+            kinds.append("return")
+        elif v.any() and goal[s][v].min() == goal[s][v].max():
             print(f"[nbsp] seed {s}, task {task}: episode success is constant "
                   f"({goal[s][v].max():.0f}) over the {v.sum()} recorded steps; scoring with "
                   "episode return instead")

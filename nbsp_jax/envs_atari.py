@@ -54,7 +54,8 @@ class AtariSeedVecEnv:
     Same interface as :class:`nbsp_jax.envs.SeedVecEnv`: ``reset() -> obs [S, E, 4, 84, 84]``
     uint8; ``step(actions [S, E] int) -> (Step, EpisodeStats)``. ``Step.reward`` is the training
     reward (clipped to {-1, 0, 1} when ``reward_clip``); :attr:`raw_reward` holds the game's own
-    reward of the last step. ``EpisodeStats`` reports whole games: raw return and length in
+    reward of the last step and :attr:`game_over` whether it ended a whole game (last life lost or
+    time limit). ``EpisodeStats`` reports whole games: raw return and length in
     agent steps. ``Step.success`` is always False (Atari has no success signal).
     """
 
@@ -78,6 +79,7 @@ class AtariSeedVecEnv:
         self._ret = np.zeros(n)
         self._len = np.zeros(n, np.int64)
         self.raw_reward = np.zeros(self.shape, np.float32)
+        self.game_over = np.zeros(self.shape, bool)
 
     def _split(self, x) -> np.ndarray:
         x = np.asarray(x)
@@ -104,6 +106,7 @@ class AtariSeedVecEnv:
         stats = EpisodeStats(seeds[game_over], self._ret[game_over], self._len[game_over],
                              np.zeros(int(game_over.sum()), bool))
         self._reset_next = game_over
+        self.game_over = self._split(game_over)
         self.raw_reward = self._split(np.where(valid, raw, 0.0).astype(np.float32))
         z = self._split(np.zeros_like(valid))
         step = Step(self._split(obs), self._split(reward.astype(np.float32)),

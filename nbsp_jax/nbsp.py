@@ -27,6 +27,7 @@ from nbsp_jax import neurons, replay
 from nbsp_jax.masking import get_masks, masks_from_layers, set_masks
 from nbsp_jax.networks import record
 from nbsp_jax.sac import SAC, SACState, Sampler
+from nbsp_jax.sac_discrete import SACDiscrete
 
 NETWORKS = ("actor", "qf1", "qf2")
 SELECTORS = ("goal", "random", "activation", "weight")
@@ -58,17 +59,35 @@ def method_spec(name: str) -> MethodSpec:
     return METHODS[name]
 
 
-def record_networks(agent: SAC, state: SACState, obs: jax.Array, action: jax.Array) -> dict:
+def record_networks(agent: SAC | SACDiscrete, state: SACState, obs: jax.Array,
+                    action: jax.Array, chunk: int | None = None) -> dict:
     """Post-ReLU hidden activations of each network: ``{net: {layer: [T, N]}}``.
 
-    The actor sees ``obs [T, D]``; the critics see the recorded pairs ``(obs, action [T, A])``.
+    The actor sees ``obs [T, ...]``; continuous critics see the recorded pairs ``(obs,
+    action [T, A])``, discrete critics ``obs`` alone (they output every action's value).
+
+    Args:
+      chunk: record ``chunk`` steps at a time (``lax.map``), so that conv feature maps of
+        ``T`` frames never coexist in memory (only their channel means are kept); ``None``
+        records all ``T`` at once.
     """
     p = state.params
-    return {
-        "actor": record(agent.actor, p.actor, obs)[1],
-        "qf1": record(agent.critic, p.q["qf1"], obs, action)[1],
-        "qf2": record(agent.critic, p.q["qf2"], obs, action)[1],
-    }
+    critic_in = (lambda o, a: (o,)) if isinstance(agent, SACDiscrete) else (lambda o, a: (o, a))
+
+    def rec(o, a):
+        return {
+            "actor": record(agent.actor, p.actor, o)[1],
+            "qf1": record(agent.critic, p.q["qf1"], *critic_in(o, a))[1],
+            "qf2": record(agent.critic, p.q["qf2"], *critic_in(o, a))[1],
+        }
+
+    t = obs.shape[0]
+    if chunk is None or t <= chunk:
+        return rec(obs, action)
+    pad = lambda x: jnp.pad(x, [(0, -t % chunk)] + [(0, 0)] * (x.ndim - 1))
+    split = lambda x: pad(x).reshape(-1, chunk, *x.shape[1:])
+    out = jax.lax.map(lambda xs: rec(*xs), (split(obs), split(action)))
+    return jax.tree.map(lambda y: y.reshape(-1, *y.shape[2:])[:t], out)
 
 
 def _net_params(state: SACState, net: str) -> dict:
@@ -78,6 +97,7 @@ def _net_params(state: SACState, net: str) -> dict:
 def score_networks(
     agent: SAC, state: SACState, obs: jax.Array, action: jax.Array, goal: jax.Array,
     valid: jax.Array, key: jax.Array, selector: str = "goal", neutral_constant: bool = False,
+    chunk: int | None = None,
 ) -> tuple[dict, dict]:
     """Goal scores (Eq. 1-4) and ranking scores (by ``selector``) of every hidden neuron.
 
@@ -90,11 +110,12 @@ def score_networks(
         scores always give the mask values.
       neutral_constant: score neurons with constant activation 0.5 (see
         :func:`nbsp_jax.neurons.skill_scores`).
+      chunk: see :func:`record_networks`.
 
     Returns:
       ``(goal_scores, rank_scores)``, each ``{net: {layer: [N]}}``.
     """
-    acts = record_networks(agent, state, obs, action)
+    acts = record_networks(agent, state, obs, action, chunk)
     goal_scores = {n: neurons.score_layers(a, goal, valid, neutral_constant)
                    for n, a in acts.items()}
     if selector == "goal":
@@ -165,19 +186,25 @@ def store_for_replay(pre: replay.ReplayBuffer, current: replay.ReplayBuffer, key
     return replay.add(pre, rows, jnp.arange(n) < current.size)
 
 
-def replay_sampler(agent: SAC, current: replay.ReplayBuffer, pre: replay.ReplayBuffer,
+def replay_sampler(current: Sampler, pre: Sampler, pre_nonempty: jax.Array,
                    interval: int) -> Sampler:
-    """Gradient step ``g`` draws from ``pre`` when ``g % interval == 0`` and ``pre`` is not
-    empty, else from ``current`` (Eq. 8)."""
+    """Gradient step ``g`` draws from ``pre`` when ``g % interval == 0`` and ``pre_nonempty``,
+    else from ``current`` (Eq. 8).
 
-    def from_pre_if_any(key):
-        a = replay.sample(pre, key, agent.batch_size)
-        b = replay.sample(current, key, agent.batch_size)
-        return jax.tree.map(lambda x, y: jnp.where(pre.size > 0, x, y), a, b)
+    Args:
+      current, pre: samplers of the current-task and the earlier-task buffer (e.g.
+        :func:`buffer_sampler`).
+      pre_nonempty: bool scalar, whether the earlier-task buffer holds anything.
+      interval: ``k`` of Eq. 8 (Table 6: 10).
+    """
+
+    def from_pre_if_any(key, step):
+        a, b = pre(key, step), current(key, step)
+        return jax.tree.map(lambda x, y: jnp.where(pre_nonempty, x, y), a, b)
 
     def sampler(key, step):
         # `step` is shared by all seeds (unbatched under vmap), so this stays a real branch.
-        return jax.lax.cond(step % interval == 0, from_pre_if_any,
-                            lambda k: replay.sample(current, k, agent.batch_size), key)
+        return jax.lax.cond(step % interval == 0, from_pre_if_any, current, key, step)
 
     return sampler
+

@@ -84,15 +84,19 @@ def plot_sr(results: dict, out: str) -> str:
     h = sr.shape[0]
     labels = [f"{j + 1}:{t}" for j, t in enumerate(results["tasks"])]
     fig, ax = plt.subplots(figsize=(1.2 * h + 2.5, 1.0 * h + 1.5))
-    im = ax.imshow(sr, vmin=0.0, vmax=1.0, cmap="viridis")
+    atari = results.get("config", {}).get("agent") == "sac_atari"
+    # Normalised Atari returns can leave [0, 1] (below random, above human).
+    lo, hi = (min(0.0, sr.min()), max(1.0, sr.max())) if atari else (0.0, 1.0)
+    im = ax.imshow(sr, vmin=lo, vmax=hi, cmap="viridis")
     for i in range(h):
         for j in range(h):
             ax.text(j, i, f"{sr[i, j]:.2f}", ha="center", va="center",
-                    color="w" if sr[i, j] < 0.6 else "k", fontsize=9)
+                    color="w" if sr[i, j] < lo + 0.6 * (hi - lo) else "k", fontsize=9)
     ax.set_xticks(range(h), labels, rotation=30, ha="right", fontsize=8)
     ax.set_yticks(range(h), [f"after {i + 1}" for i in range(h)], fontsize=8)
     ax.set_xlabel("evaluated task (phase)")
-    ax.set_title(f"success rate, mean of {len(results['sr'])} seeds ({results['method']})")
+    what = "normalised return" if atari else "success rate"
+    ax.set_title(f"{what}, mean of {len(results['sr'])} seeds ({results['method']})")
     fig.colorbar(im, ax=ax, fraction=0.046)
     fig.tight_layout()
     fig.savefig(out, dpi=120)

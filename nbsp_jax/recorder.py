@@ -17,7 +17,8 @@ from nbsp_jax.envs import Step, seed_major
 
 
 class Recorded(NamedTuple):
-    """Recorded steps per seed: obs ``[S, T, D]``, action ``[S, T, A]``, goals/valid ``[S, T]``."""
+    """Recorded steps per seed: obs ``[S, T, *obs]``, action ``[S, T, *action]``, goals and
+    valid ``[S, T]``."""
 
     obs: np.ndarray
     action: np.ndarray
@@ -33,11 +34,15 @@ class GoalRecorder:
     threshold) keeps the record of its own last ``rows`` training steps while the others go on.
     """
 
-    def __init__(self, rows: int, num_seeds: int, num_envs: int, obs_dim: int, action_dim: int):
+    def __init__(self, rows: int, num_seeds: int, num_envs: int, obs_dim, action_dim,
+                 obs_dtype=np.float32, action_dtype=np.float32):
+        """``obs_dim``/``action_dim``: an int (vector) or a shape tuple (e.g. ``(4, 84, 84)``
+        uint8 Atari stacks, ``()`` for a discrete action)."""
         s, e = num_seeds, num_envs
+        shape = lambda d: (d,) if isinstance(d, int) else tuple(d)
         self.rows = rows
-        self.obs = np.zeros((rows, s, e, obs_dim), np.float32)
-        self.action = np.zeros((rows, s, e, action_dim), np.float32)
+        self.obs = np.zeros((rows, s, e, *shape(obs_dim)), obs_dtype)
+        self.action = np.zeros((rows, s, e, *shape(action_dim)), action_dtype)
         self.episode = np.zeros((rows, s, e), np.int64)
         self.valid = np.zeros((rows, s, e), bool)
         self._ptr = np.zeros(s, np.int64)  # steps recorded so far, per seed

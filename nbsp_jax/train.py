@@ -47,16 +47,21 @@ def main(argv) -> None:
         sys.exit(2)
     print(format_summary(results))
     print(f"results: {os.path.abspath(os.path.join(workdir, 'results.json'))}")
-    print(f"plots:   {os.path.abspath(os.path.join(workdir, 'success.png'))}, sr.png")
+    print(f"plots:   {', '.join(os.path.abspath(p) for p in results.get('plots', []))}")
 
 
 def format_summary(results: dict) -> str:
     """What each phase learned, per seed, and the continual-learning metrics."""
-    fmt = lambda xs: " ".join("  -  " if x is None else f"{x:.2f}" for x in xs)
-    lines = [f"{'phase':>5}  {'task':<22} {'train success (last 10 ep.)':<28} eval success"]
+    fmt = lambda xs, f: " ".join("  -  " if x is None else f.format(x) for x in xs)
+    atari = results["config"]["agent"] == "sac_atari"
+    train, ev, f = (("episodic_return", "eval_normalized_return", "{:.2f}") if atari else
+                    ("train_success_rate", "eval_success_rate", "{:.2f}"))
+    head = ("train raw return (last 10 games)", "eval normalised return") if atari else (
+        "train success (last 10 ep.)", "eval success")
+    lines = [f"{'phase':>5}  {'task':<22} {head[0]:<33} {head[1]}"]
     for i, p in enumerate(results["phases"]):
-        ev = fmt(p["eval_success_rate"]) if p.get("eval_success_rate") else "-"
-        lines.append(f"{i + 1:>5}  {p['task']:<22} {fmt(p['train_success_rate']):<28} {ev}")
+        e = fmt(p[ev], f) if p.get(ev) else "-"
+        lines.append(f"{i + 1:>5}  {p['task']:<22} {fmt(p[train], f):<33} {e}")
     if results.get("metrics"):
         lines += ["", results_table([results])]
     lines.append(f"wall time {results['wall_s']:.0f} s; versions "

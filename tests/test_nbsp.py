@@ -26,13 +26,15 @@ def _filled(capacity, value, obs_dim=39, action_dim=4, n=None):
 def test_replay_cadence_every_kth_step():
     agent = sac.make_sac(39, 4, hidden=(8,), batch_size=16)
     current, pre = _filled(50, 0.0), _filled(50, 1000.0)
-    sampler = jax.jit(nbsp.replay_sampler(agent, current, pre, interval=10))
+    sampler = jax.jit(nbsp.replay_sampler(sac.buffer_sampler(agent, current),
+                                          sac.buffer_sampler(agent, pre), pre.size > 0, 10))
     from_pre = [bool(sampler(jax.random.key(g), jnp.int32(g)).reward.min() >= 1000)
                 for g in range(31)]
     assert from_pre == [g % 10 == 0 for g in range(31)]
     # An empty earlier-task buffer is never used.
     empty = replay.init_buffer(50, 39, 4)
-    sampler = jax.jit(nbsp.replay_sampler(agent, current, empty, interval=10))
+    sampler = jax.jit(nbsp.replay_sampler(sac.buffer_sampler(agent, current),
+                                          sac.buffer_sampler(agent, empty), empty.size > 0, 10))
     assert float(sampler(jax.random.key(0), jnp.int32(0)).reward.max()) < 1000
 
 

@@ -130,8 +130,4 @@ def test_configs_load(name, variant):
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     c = mod.get_config(variant)
-    if c.agent == "sac_atari":
-        with pytest.raises(NotImplementedError, match="issue 5"):
-            validate(c)
-    else:
-        validate(c)
+    validate(c)
