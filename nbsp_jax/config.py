@@ -104,6 +104,9 @@ def base_config() -> ml_collections.ConfigDict:
     # How the seed axis of the gradient update is computed: 'vmap' (one batched computation)
     # or 'map' (seeds one after another in the same compiled call, faster on CPU).
     c.seed_axis = "vmap"
+    # Split the seed axis over all devices (jax.sharding; no-op on one device). num_seeds must
+    # then be a multiple of the device count.
+    c.shard_seeds = True
     # Write losses and SPS every this many env steps.
     c.log_every_steps = 5_000
     # Show a progress bar (rich) on stderr.
@@ -255,6 +258,8 @@ def validate(c: ml_collections.ConfigDict) -> None:
     if not 0.0 < c.success_threshold <= 1.0:
         raise ValueError(
             f"config.success_threshold must lie in (0, 1], got {c.success_threshold!r}")
+    if not isinstance(c.shard_seeds, bool):
+        raise ValueError(f"config.shard_seeds must be True or False, got {c.shard_seeds!r}")
     if not c.checkpoint_every_s > 0:
         raise ValueError(f"config.checkpoint_every_s must be > 0, got {c.checkpoint_every_s!r}")
     if not 0.0 <= c.mask_alpha <= 1.0:

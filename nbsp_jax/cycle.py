@@ -24,6 +24,7 @@ import numpy as np
 import optax
 
 from nbsp_jax import metrics, nbsp, plots
+from nbsp_jax import sharding as sh
 from nbsp_jax.checkpoint import Checkpointer
 from nbsp_jax.config import validate
 from nbsp_jax.domains import MetaWorld, get_domain
@@ -36,6 +37,7 @@ class Learner(NamedTuple):
     """Jitted, seed-vmapped functions of one agent (built once per run). Shapes: ``[S, ...]``."""
 
     domain: MetaWorld  # or domains.Atari: what differs between the two domains
+    mesh: jax.sharding.Mesh | None  # devices the seed axis is split over (None: one device)
     agent: object  # sac.SAC or sac_discrete.SACDiscrete
     spec: nbsp.MethodSpec
     act: callable  # (actor_params, obs [S,E,...], keys) -> (actions [S,E,...], keys)
@@ -70,19 +72,37 @@ def over_seeds(fn, mode: str, in_axes):
     return mapped
 
 
-def make_learner(config: ml_collections.ConfigDict) -> Learner:
-    """Builds the agent and its jitted, vmapped step functions from ``config``."""
+def run_mesh(config) -> jax.sharding.Mesh | None:
+    """The device mesh the seed axis is split over, or None (one device, or
+    ``config.shard_seeds`` off). Raises ValueError when ``num_seeds`` does not divide."""
+    if not config.shard_seeds or jax.device_count() == 1:
+        return None
+    mesh = sh.seed_mesh()
+    sh.check_divisible(config.num_seeds, mesh)
+    return mesh
+
+
+def make_learner(config: ml_collections.ConfigDict,
+                 mesh: jax.sharding.Mesh | None = None) -> Learner:
+    """Builds the agent and its jitted, vmapped step functions from ``config``.
+
+    With a ``mesh`` (see :func:`run_mesh`), each device runs its own block of seeds
+    (``shard_map``), with no communication between devices.
+    """
     spec = nbsp.method_spec(config.method)
     domain = get_domain(config)
     masked = lambda lr: optax.chain(domain.adam(lr), masked_scale()) if spec.masks else None
     agent = domain.make_agent(masked(config.policy_lr), masked(config.q_lr))
     num_updates = domain.updates_per_chunk()
 
+    def seeded(fn, in_axes):
+        return fn if mesh is None else sh.seed_parallel(fn, mesh, in_axes)
+
     def acting(action_fn):
         def act(actor_params, obs, key):
             key, sub = jax.random.split(key)
             return action_fn(agent, actor_params, obs, sub), key
-        return jax.jit(jax.vmap(act))
+        return jax.jit(seeded(jax.vmap(act), (0, 0, 0)))
 
     def update(state, buffer, pre, step0, active):
         sampler = domain.sampler(agent, buffer)
@@ -106,15 +126,17 @@ def make_learner(config: ml_collections.ConfigDict) -> Learner:
 
     return Learner(
         domain=domain,
+        mesh=mesh,
         agent=agent,
         spec=spec,
         act=acting(domain.sample_action),
         act_eval=acting(domain.eval_action),
-        add=jax.jit(jax.vmap(domain.add), donate_argnums=0),
-        update=jax.jit(over_seeds(update, config.seed_axis, in_axes=(0, 0, 0, None, 0)),
-                       donate_argnums=0),
-        end_task=jax.jit(jax.vmap(end_task)),
-        store=jax.jit(jax.vmap(domain.store, in_axes=(0, 0, 0, None)), donate_argnums=0),
+        add=jax.jit(seeded(jax.vmap(domain.add), (0, 0)), donate_argnums=0),
+        update=jax.jit(seeded(over_seeds(update, config.seed_axis, in_axes=(0, 0, 0, None, 0)),
+                              (0, 0, 0, None, 0)), donate_argnums=0),
+        end_task=jax.jit(seeded(jax.vmap(end_task), (0,) * 6)),
+        store=jax.jit(seeded(jax.vmap(domain.store, in_axes=(0, 0, 0, None)), (0, 0, 0, None)),
+                      donate_argnums=0),
     )
 
 
@@ -208,8 +230,20 @@ class Phase(NamedTuple):
     host: dict  # counters, sr rows, phase summaries, running stats, RNG state
 
 
-def _fresh_buffer(config, domain):
-    return jax.vmap(lambda _: domain.init_buffer())(jnp.arange(config.num_seeds))
+def _fresh_buffer(config, domain, mesh=None):
+    fresh = lambda: jax.vmap(lambda _: domain.init_buffer())(jnp.arange(config.num_seeds))
+    # Built already split over the devices: a 1e6-row buffer never lands on one device whole.
+    return jax.jit(fresh, out_shardings=None if mesh is None else sh.seed_sharding(mesh))()
+
+
+_SEEDED = ("state", "buffer", "pre", "act_keys", "task_keys")  # the recorder is [T, S, ...]
+
+
+def _place(device: dict, mesh) -> dict:
+    """Splits the seed-axis arrays of a run over ``mesh`` (no-op without one)."""
+    if mesh is None:
+        return device
+    return {k: sh.shard_seeds(v, mesh) if k in _SEEDED else v for k, v in device.items()}
 
 
 def _recorder(config, domain, rows: int | None = None) -> GoalRecorder:
@@ -229,7 +263,7 @@ def _init_run(config, learner: Learner, num_phases: int) -> Phase:
     stored = num_phases - 1 if learner.spec.replay else 0
     pre = jax.vmap(lambda _: dom.init_pre(stored))(jnp.arange(S))
     recorder = _recorder(config, dom)
-    device = {"state": state, "buffer": _fresh_buffer(config, dom), "pre": pre,
+    device = {"state": state, "buffer": _fresh_buffer(config, dom, learner.mesh), "pre": pre,
               "act_keys": act_keys, "task_keys": task_keys, "recorder": recorder.arrays()}
     host = {
         "phase": 0, "steps": 0, "grad_step": 0, "saves": 0, "restarts": 0, "wall_s": 0.0,
@@ -239,7 +273,7 @@ def _init_run(config, learner: Learner, num_phases: int) -> Phase:
         "rng": np.random.default_rng(config.seed).bit_generator.state,
         "log_sizes": None,
     }
-    return Phase(device, host)
+    return Phase(_place(device, learner.mesh), host)
 
 
 def _check_finite(info: dict, phase: int, task: str, step: int) -> None:
@@ -269,6 +303,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       The results dict (as in ``results.json``) with the final learner state under ``'state'``.
     """
     validate(config)
+    mesh = run_mesh(config)  # num_seeds must divide over the devices: fail before writing
     existing = prepare_workdir(workdir, config)
     phases = [t for _ in range(config.cycles) for t in config.tasks]
     H = len(phases)
@@ -277,13 +312,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         print(f"{workdir} already holds the finished run; nothing to do")
         with open(results_path) as f:
             return json.load(f)
-    learner = make_learner(config)
+    learner = make_learner(config, mesh)
     run = _init_run(config, learner, H)
     ckpt = Checkpointer(workdir)
     writers_sizes = None
     if ckpt.latest_step() is not None:
         device, host = ckpt.restore(ckpt.latest_step(), run.device)
-        run = Phase(device, host)
+        run = Phase(_place(device, mesh), host)
         writers_sizes = host["log_sizes"]
         print(f"resuming {workdir} from checkpoint {ckpt.latest_step()}: phase "
               f"{host['phase'] + 1}/{H}, step {host['steps']}")
@@ -344,7 +379,7 @@ def _train_phase(config, learner: Learner, run: Phase, phases: list, writers: Se
     if h["steps"] == 0:
         # The current-task buffer starts empty at each task (SPEC section 5); every seed
         # trains again.
-        d["buffer"] = _fresh_buffer(config, dom)
+        d["buffer"] = _fresh_buffer(config, dom, learner.mesh)
         h["seed_steps"], h["active"] = [0] * S, [True] * S
         h["steps_to_threshold"] = [None] * S
         h["recent"], h["returns"] = [[] for _ in range(S)], [[] for _ in range(S)]

@@ -68,8 +68,13 @@ class MetaWorld:
 
         return optax.adam(lr)
 
-    init_state = staticmethod(sac.init_state)
-    update_many = staticmethod(sac.update_many)
+    @staticmethod
+    def init_state(agent, key):
+        return sac.init_state(agent, key)
+
+    @staticmethod
+    def update_many(agent, state, sampler, num_updates, step0):
+        return sac.update_many(agent, state, sampler, num_updates, step0)
 
     @staticmethod
     def sample_action(agent, actor_params, obs, key):
@@ -201,8 +206,13 @@ class Atari(MetaWorld):
         c = self.config
         return max(c.target_update_every // (c.update_every // c.updates_per_step), 1)
 
-    init_state = staticmethod(sac_discrete.init_state)
-    update_many = staticmethod(sac_discrete.update_many)
+    @staticmethod
+    def init_state(agent, key):
+        return sac_discrete.init_state(agent, key)
+
+    @staticmethod
+    def update_many(agent, state, sampler, num_updates, step0):
+        return sac_discrete.update_many(agent, state, sampler, num_updates, step0)
 
     @staticmethod
     def sample_action(agent, actor_params, obs, key):

@@ -33,6 +33,9 @@ def _default_workdir() -> str:
 def main(argv) -> None:
     del argv
     logging.set_verbosity(logging.WARNING)  # keep orbax's INFO lines off the terminal
+    from nbsp_jax.sharding import maybe_initialize_distributed
+
+    maybe_initialize_distributed()  # multi-host launches only; before any JAX computation
     from nbsp_jax.config import validate
     from nbsp_jax.cycle import train_and_evaluate
 

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from nbsp_jax import cycle, metrics, sac
+from nbsp_jax import cycle, domains, metrics, sac
 from nbsp_jax.checkpoint import Checkpointer
 from nbsp_jax.envs import EpisodeStats, Step
 from tests.test_train import tiny_config
@@ -38,7 +38,7 @@ def test_two_task_cycle_results_follow_from_sr(tmp_path):
     assert saved["versions"]["jax"] == jax.__version__
     assert r["checkpoint_bytes"] > 0
     # Four phases, new masks and replay after each: every jitted function compiled once.
-    assert saved["compilations"] == {"act": 1, "act_det": 1, "add": 1, "update": 1,
+    assert saved["compilations"] == {"act": 1, "act_eval": 1, "add": 1, "update": 1,
                                      "end_task": 1, "store": 1}
     assert len(os.listdir(tmp_path / "neurons")) == 4
 
@@ -86,7 +86,7 @@ class ShortEpisodes:
 
 
 def test_early_stop_gates_the_seed_that_met_the_threshold(tmp_path, monkeypatch):
-    monkeypatch.setattr(cycle, "SeedVecEnv", ShortEpisodes)
+    monkeypatch.setattr(domains, "SeedVecEnv", ShortEpisodes)
     c = tiny_config(steps_per_task=200, learning_starts=20, chunk_steps=10, eval_episodes=0)
     r = cycle.train_and_evaluate(c, str(tmp_path))
     p = r["phases"][0]
