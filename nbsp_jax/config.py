@@ -104,6 +104,11 @@ def base_config() -> ml_collections.ConfigDict:
     # How the seed axis of the gradient update is computed: 'vmap' (one batched computation)
     # or 'map' (seeds one after another in the same compiled call, faster on CPU).
     c.seed_axis = "vmap"
+    # Where the policy acts: 'learner' (on the learner's device, after each chunk's update) or
+    # 'host' (on a host CPU device with the parameters from before the update in flight, so
+    # env stepping overlaps the update; the policy is then one chunk older). On a CPU-only
+    # machine 'host' needs XLA_FLAGS=--xla_force_host_platform_device_count=2.
+    c.act_on = "learner"
     # Split the seed axis over all devices (jax.sharding; no-op on one device). num_seeds must
     # then be a multiple of the device count.
     c.shard_seeds = True
@@ -248,7 +253,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
         raise ValueError(f"unknown config.agent {c.agent!r}; valid choices: {AGENTS}")
     _positive(c, "update_every", "max_episode_steps", "target_update_every")
     for name, choices in (("method", tuple(METHODS)), ("selector", SELECTORS),
-                          ("seed_axis", ("vmap", "map")),
+                          ("seed_axis", ("vmap", "map")), ("act_on", ("learner", "host")),
                           ("constant_neurons", ("paper", "neutral")),
                           ("mask_target", MASK_TARGETS), ("mask_policy", MASK_POLICIES)):
         if c[name] not in choices:

@@ -38,6 +38,7 @@ class Learner(NamedTuple):
 
     domain: MetaWorld  # or domains.Atari: what differs between the two domains
     mesh: jax.sharding.Mesh | None  # devices the seed axis is split over (None: one device)
+    actor_device: jax.Device | None  # where the policy acts during updates (None: after them)
     agent: object  # sac.SAC or sac_discrete.SACDiscrete
     spec: nbsp.MethodSpec
     act: callable  # (actor_params, obs [S,E,...], keys) -> (actions [S,E,...], keys)
@@ -72,12 +73,40 @@ def over_seeds(fn, mode: str, in_axes):
     return mapped
 
 
-def run_mesh(config) -> jax.sharding.Mesh | None:
-    """The device mesh the seed axis is split over, or None (one device, or
-    ``config.shard_seeds`` off). Raises ValueError when ``num_seeds`` does not divide."""
-    if not config.shard_seeds or jax.device_count() == 1:
+def actor_device(config) -> jax.Device | None:
+    """The device the policy runs on while the update is in flight (``config.act_on='host'``),
+    or None (``'learner'``: act on the learner's device, after its update).
+
+    With an accelerator this is the host CPU. On a CPU-only machine it is the last of the
+    host's devices (start with ``XLA_FLAGS=--xla_force_host_platform_device_count=2``): XLA
+    runs the computations of one device one after another, so acting on the learner's own
+    device would wait for the update.
+    """
+    if config.act_on == "learner":
         return None
-    mesh = sh.seed_mesh()
+    if jax.default_backend() != "cpu":
+        return jax.devices("cpu")[0]
+    if jax.device_count() < 2:
+        raise ValueError(
+            "config.act_on='host' needs a host device besides the learner's; on a CPU-only "
+            "machine start with XLA_FLAGS=--xla_force_host_platform_device_count=2, or use "
+            "config.act_on='learner'")
+    return jax.devices()[-1]
+
+
+def learner_devices(config) -> list:
+    """Devices the learner uses: all, less the acting device on a CPU-only machine."""
+    devices, actor = jax.devices(), actor_device(config)
+    return [d for d in devices if d != actor] if actor in devices else devices
+
+
+def run_mesh(config) -> jax.sharding.Mesh | None:
+    """The device mesh the seed axis is split over, or None (one learner device, or
+    ``config.shard_seeds`` off). Raises ValueError when ``num_seeds`` does not divide."""
+    devices = learner_devices(config)
+    if not config.shard_seeds or len(devices) == 1:
+        return None
+    mesh = sh.seed_mesh(devices)
     sh.check_divisible(config.num_seeds, mesh)
     return mesh
 
@@ -91,6 +120,7 @@ def make_learner(config: ml_collections.ConfigDict,
     """
     spec = nbsp.method_spec(config.method)
     domain = get_domain(config)
+    actor = actor_device(config)
     masked = lambda lr: optax.chain(domain.adam(lr), masked_scale()) if spec.masks else None
     agent = domain.make_agent(masked(config.policy_lr), masked(config.q_lr))
     num_updates = domain.updates_per_chunk()
@@ -102,6 +132,8 @@ def make_learner(config: ml_collections.ConfigDict,
         def act(actor_params, obs, key):
             key, sub = jax.random.split(key)
             return action_fn(agent, actor_params, obs, sub), key
+        if actor is not None:  # on its own device, with its own copy of the params
+            return jax.jit(jax.vmap(act))
         return jax.jit(seeded(jax.vmap(act), (0, 0, 0)))
 
     def update(state, buffer, pre, step0, active):
@@ -127,6 +159,7 @@ def make_learner(config: ml_collections.ConfigDict,
     return Learner(
         domain=domain,
         mesh=mesh,
+        actor_device=actor,
         agent=agent,
         spec=spec,
         act=acting(domain.sample_action),
@@ -400,6 +433,12 @@ def _train_phase(config, learner: Learner, run: Phase, phases: list, writers: Se
     if start is not None:
         d["buffer"] = learner.add(d["buffer"], _to_device(dom, start))
     state, act_keys = d["state"], d["act_keys"]
+    # With an actor device, chunk k + 1 acts with the parameters from before update k (one
+    # chunk older) while update k runs; its losses are read one chunk later.
+    overlap = learner.actor_device is not None
+    if overlap:
+        act_keys = jax.device_put(act_keys, learner.actor_device)
+    policy, pending = None, None
     steps, grad_step = h["steps"], h["grad_step"]
     t_phase, steps0, last_log, last_save = time.perf_counter(), steps, steps, time.perf_counter()
     # Where the phase's time goes: host env stepping, policy calls, learner (buffer + updates).
@@ -415,7 +454,8 @@ def _train_phase(config, learner: Learner, run: Phase, phases: list, writers: Se
                 actions = dom.random_actions(rng)
             else:
                 t0 = time.perf_counter()
-                actions, act_keys = learner.act(state.params.actor, jnp.asarray(obs), act_keys)
+                params = policy if overlap else state.params.actor
+                actions, act_keys = learner.act(params, jnp.asarray(obs), act_keys)
                 actions = np.asarray(actions)
                 timers["act_s"] += time.perf_counter() - t0
             t0 = time.perf_counter()
@@ -444,11 +484,18 @@ def _train_phase(config, learner: Learner, run: Phase, phases: list, writers: Se
         d["buffer"] = learner.add(d["buffer"], _to_device(dom, stage))
         info = None
         if steps >= config.learning_starts:
+            if overlap:
+                policy = jax.device_put(state.params.actor, learner.actor_device)
             state, info = learner.update(state, d["buffer"], d["pre"], jnp.int32(grad_step),
                                          jnp.asarray(active))
             grad_step += dom.updates_per_chunk()
-            info = jax.device_get(info)  # a few scalars; the next act needs the update anyway
-            _check_finite(info, phase, task, steps)
+            if overlap:
+                pending, (info, at) = (info, steps), pending or (None, steps)
+            else:
+                at = steps
+            if info is not None:
+                info = jax.device_get(info)  # a few scalars
+                _check_finite(info, phase, task, at)
         timers["learn_s"] += time.perf_counter() - t0
         sps = (steps - steps0) / (time.perf_counter() - t_phase)
         if info is not None and steps - last_log >= config.log_every_steps:
@@ -470,6 +517,8 @@ def _train_phase(config, learner: Learner, run: Phase, phases: list, writers: Se
             d, h = dict(run.device), dict(run.host)
             last_save = time.perf_counter()
     env.close()
+    if pending is not None:  # the last update's losses (overlap mode)
+        _check_finite(jax.device_get(pending[0]), phase, task, pending[1])
 
     # End of the phase: score neurons and install masks, keep transitions for replay,
     # evaluate every task, checkpoint.

@@ -182,3 +182,25 @@ def test_seed_axis_map_equals_vmap():
         if jnp.issubdtype(a.dtype, jnp.floating):
             # Different matmul kernels round differently; a mixed-up seed would be far off.
             np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4)
+
+
+def test_act_on_host_needs_a_second_device(tmp_path):
+    c = tiny_config(act_on="host")
+    with pytest.raises(ValueError, match="xla_force_host_platform_device_count=2"):
+        cycle.train_and_evaluate(c, str(tmp_path / "w"))
+    assert not (tmp_path / "w").exists()  # refused before anything was written
+
+
+def test_act_on_host_overlaps_and_completes(tmp_path):
+    """The policy acts on a second host device with the previous chunk's parameters while
+    the update runs; the run completes with its losses checked and nothing recompiled."""
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    out = subprocess.run(
+        [sys.executable, "-m", "nbsp_jax.train", "--config", "configs/quickstart.py:smoke",
+         "--workdir", str(tmp_path), "--config.act_on=host", "--config.progress=False"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    r = json.loads((tmp_path / "results.json").read_text())
+    assert np.asarray(r["sr"]).shape == (2, 2, 2)
+    assert all(n == 1 for n in r["compilations"].values()), r["compilations"]
+    assert all(p["act_s"] > 0 and p["learn_s"] > 0 for p in r["phases"])
