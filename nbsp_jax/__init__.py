@@ -11,12 +11,18 @@ Public API:
 - SAC: :func:`make_sac`, :func:`init_state`, :func:`update_many`.
 - Replay: :class:`Transition`, :class:`ReplayBuffer`, :func:`init_buffer`.
 - Environments: :class:`SeedVecEnv`, :func:`metaworld_tasks`.
-- Continual-learning metrics: :func:`continual_metrics`, :func:`normalize_atari`.
+- Atari: :func:`make_sac_discrete`, :class:`AtariSeedVecEnv`, the frame-once buffer module
+  :mod:`nbsp_jax.atari_replay`.
+- Devices: :func:`seed_mesh`, :func:`shard_seeds`, :func:`seed_parallel`.
+- Continual-learning metrics: :func:`continual_metrics`, :func:`metrics_for`,
+  :func:`normalize_atari`.
 - Training: :func:`train_and_evaluate` (what ``python -m nbsp_jax.train`` calls).
 """
 
+from nbsp_jax import atari_replay
 from nbsp_jax.cycle import train_and_evaluate
 from nbsp_jax.envs import SeedVecEnv, metaworld_tasks
+from nbsp_jax.envs_atari import AtariSeedVecEnv
 from nbsp_jax.masking import (
     MaskedScaleState,
     get_masks,
@@ -24,7 +30,7 @@ from nbsp_jax.masking import (
     masks_from_layers,
     set_masks,
 )
-from nbsp_jax.metrics import continual_metrics, normalize_atari
+from nbsp_jax.metrics import continual_metrics, metrics_for, normalize_atari
 from nbsp_jax.networks import GaussianActor, QNetwork, record
 from nbsp_jax.neurons import (
     activation_scores,
@@ -37,10 +43,13 @@ from nbsp_jax.neurons import (
 )
 from nbsp_jax.replay import ReplayBuffer, Transition, init_buffer
 from nbsp_jax.sac import init_state, make_sac, update_many
+from nbsp_jax.sac_discrete import make_sac_discrete
+from nbsp_jax.sharding import seed_mesh, seed_parallel, shard_seeds
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AtariSeedVecEnv",
     "GaussianActor",
     "MaskedScaleState",
     "QNetwork",
@@ -48,21 +57,27 @@ __all__ = [
     "SeedVecEnv",
     "Transition",
     "activation_scores",
+    "atari_replay",
     "continual_metrics",
     "get_masks",
     "init_buffer",
     "init_state",
     "make_sac",
+    "make_sac_discrete",
     "masked_scale",
     "masks_from_layers",
     "metaworld_tasks",
+    "metrics_for",
     "neuron_masks",
     "normalize_atari",
     "random_scores",
     "record",
     "score_layers",
+    "seed_mesh",
+    "seed_parallel",
     "select_top",
     "set_masks",
+    "shard_seeds",
     "skill_scores",
     "train_and_evaluate",
     "update_many",
