@@ -59,7 +59,7 @@ def base_config() -> ml_collections.ConfigDict:
     # Atari only: time limit of a game in agent steps (27k = 108k frames, EnvPool's default).
     c.max_episode_steps = 27_000
     # Atari only: convolution implementation of the Nature CNN (see nbsp_jax.networks_atari).
-    c.conv_impl = "xla"
+    c.conv_impl = "auto"
     # Env steps collected between two fused update calls; updates within a chunk run in one
     # lax.scan. Smaller is closer to CleanRL's interleaving, larger is faster.
     c.chunk_steps = 50
