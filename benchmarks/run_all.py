@@ -13,7 +13,13 @@ the same run. Parts:
 - ``env``: EnvPool steps/s with random actions: Meta-World (3 envs) and Atari Pong (3 envs).
 - ``train``: a short real training run (reach-v3, [256, 256], 3 seeds), its env steps/s per seed
   and the wall time split into env stepping, policy calls and learner; compile time included.
-- peak resident memory of this process.
+- ``memory``: bytes per seed of the paper configs' device state (parameters, optimizer states,
+  both replay buffers), from ``jax.eval_shape`` (nothing allocated), and the host-side neuron
+  record; peak resident memory of this process.
+- ``torch``: the PyTorch reference update (CleanRL semantics, ``benchmarks/torch_reference.py``,
+  needs ``pip install -e ".[bench]"``) in the same process, and the JAX / PyTorch ratios.
+- ``atari_run``: the expected wall time of ``configs/atari_pong_bowling.py`` here, from the
+  measured Atari update and env rates.
 """
 
 from __future__ import annotations
@@ -23,55 +29,28 @@ import json
 import os
 import platform
 import resource
-import statistics
 import sys
 import tempfile
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchmarks.torch_reference import ratio_markdown, torch_reference_rows  # noqa: E402
 from benchmarks.update_throughput import measure  # noqa: E402
 
 
-def atari_updates(hidden, batch, updates, repeats) -> dict:
-    """Discrete-SAC updates/s on random uint8 frames (one seed)."""
-    from nbsp_jax import sac_discrete
-    from nbsp_jax.replay import Transition
+def atari_updates(hidden, batch, updates, repeats, seeds=1, conv_impl="auto") -> dict:
+    """Discrete-SAC updates/s (the training loop's fused Atari update on random frames).
 
-    agent = sac_discrete.make_sac_discrete((4, 84, 84), 18, hidden=hidden, batch_size=batch)
-    state = sac_discrete.init_state(agent, jax.random.key(0))
-    k = jax.random.split(jax.random.key(1), 3)
-    n = 1024
-    data = Transition(
-        jax.random.randint(k[0], (n, 4, 84, 84), 0, 256).astype(jnp.uint8),
-        jax.random.randint(k[1], (n,), 0, 18),
-        jax.random.uniform(k[2], (n,)),
-        jax.random.randint(k[0], (n, 4, 84, 84), 0, 256).astype(jnp.uint8),
-        jnp.zeros((n,)),
-    )
-
-    def sampler(key, step):
-        idx = jax.random.randint(key, (batch,), 0, n)
-        return jax.tree.map(lambda x: x[idx], data)
-
-    run = jax.jit(lambda s: sac_discrete.update_many(agent, s, sampler, updates, jnp.int32(0)))
-    t0 = time.perf_counter()
-    state, info = run(state)
-    jax.block_until_ready(info)
-    compile_s = time.perf_counter() - t0
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        state, info = run(state)
-        jax.block_until_ready(info)
-        times.append(time.perf_counter() - t0)
-    med = statistics.median(times)
-    return {"setting": "atari", "hidden": list(hidden), "batch": batch, "seeds": 1,
-            "updates_per_s": updates / med, "compile_plus_first_call_s": compile_s,
-            "updates_per_call": updates, "repeats": repeats}
+    ``conv_impl='auto'`` is the networks' default (the matmul formulation on CPU). Before it,
+    this benchmark jitted ``sac_discrete.update_many`` with ``lax.conv`` (0.3 updates/s on a
+    2-core CPU: XLA:CPU's convolution gradients are slow inside a loop; see
+    ``nbsp_jax/networks_atari.py``).
+    """
+    return measure("atari", tuple(hidden), batch, seeds, updates, repeats,
+                   conv_impl=conv_impl)
 
 
 def env_steps(kind: str, num: int, steps: int) -> dict:
@@ -116,11 +95,54 @@ def train_run(steps: int) -> dict:
             "env_s": p["env_s"], "act_s": p["act_s"], "learn_s": p["learn_s"]}
 
 
+def memory_per_seed(config_file: str) -> dict:
+    """Device bytes per seed of a config's run state (no allocation: ``jax.eval_shape``)."""
+    import importlib.util
+
+    from nbsp_jax import cycle
+
+    spec = importlib.util.spec_from_file_location("cfg", config_file)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    c = mod.get_config()
+    h = len(c.tasks) * c.cycles
+    learner = cycle.make_learner(c)
+    shapes = jax.eval_shape(lambda: {k: v for k, v in cycle._init_run(c, learner, h).device.items()
+                                     if k != "recorder"})
+    size = lambda t: sum(np.prod(x.shape) * x.dtype.itemsize for x in jax.tree.leaves(t))
+    per = {k: size(v) / c.num_seeds for k, v in shapes.items()}
+    rec = cycle._recorder(c, learner.domain)
+    host = sum(x.nbytes for x in rec.arrays().values()) / c.num_seeds
+    return {"config": os.path.basename(config_file), "seeds": c.num_seeds,
+            "state_mb": (per["state"] + per["act_keys"] + per["task_keys"]) / 2**20,
+            "buffer_mb": per["buffer"] / 2**20, "pre_mb": per["pre"] / 2**20,
+            "recorder_host_mb": host / 2**20}
+
+
+def atari_run_estimate(update: dict, env: dict, config_file: str) -> dict:
+    """Expected wall time of an Atari config: its updates at the measured aggregate rate of
+    ``update`` (seeds run one after another: rate / seeds per seed) plus its env steps at the
+    pool rate (evaluation not included)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("cfg", config_file)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    c = mod.get_config()
+    steps = c.steps_per_task * len(c.tasks) * c.cycles  # per seed
+    updates = c.num_seeds * (steps - c.learning_starts * len(c.tasks) * c.cycles) / c.update_every
+    learn_h = updates / update["updates_per_s"] / 3600
+    env_h = steps / env["pool_steps_per_s"] / 3600  # the pool steps all seeds at once
+    return {"config": os.path.basename(config_file), "seeds": c.num_seeds,
+            "env_steps_per_seed": steps, "updates_all_seeds": updates,
+            "learner_h": learn_h, "env_h": env_h, "total_h": learn_h + env_h}
+
+
 def markdown(rec: dict) -> str:
     lines = [f"Machine: {rec['machine']}; jax {rec['jax_version']}, device {rec['device']}.", ""]
     lines += ["| update setting | seeds | updates/s (all seeds) | per seed | compile + 1st call |",
               "|---|---|---|---|---|"]
-    for u in rec["update"] + rec["seeds"]:
+    for u in rec["update"] + rec["seeds"] + rec["atari_seeds"]:
         lines.append(f"| {u['setting']} {u['hidden']} batch {u['batch']} | {u['seeds']} | "
                      f"{u['updates_per_s']:.1f} | {u['updates_per_s'] / u['seeds']:.1f} | "
                      f"{u['compile_plus_first_call_s']:.1f} s |")
@@ -136,6 +158,20 @@ def markdown(rec: dict) -> str:
               f"{t['act_s']:.0f} s | {t['learn_s']:.0f} s |",
               "", f"Peak resident memory of the benchmark process: "
                   f"{rec['peak_rss_mb']:.0f} MB."]
+    lines += ["", "| paper config | seeds | params + optimizer / seed | current buffer / seed | "
+              "earlier-task buffer / seed | neuron record (host) / seed |",
+              "|---|---|---|---|---|---|"]
+    for m in rec["memory"]:
+        lines.append(f"| {m['config']} | {m['seeds']} | {m['state_mb']:.0f} MB | "
+                     f"{m['buffer_mb']:.0f} MB | {m['pre_mb']:.0f} MB | "
+                     f"{m['recorder_host_mb']:.0f} MB |")
+    a = rec["atari_run"]
+    lines += ["", f"Expected wall time of `{a['config']}` here ({a['seeds']} seeds, "
+              f"{a['env_steps_per_seed']:.2g} env steps and {a['updates_all_seeds']:.3g} updates "
+              f"in all): learner {a['learner_h']:.0f} h + env {a['env_h']:.1f} h = "
+              f"{a['total_h']:.0f} h ({a['total_h'] / 24:.1f} days), evaluation not included."]
+    if rec.get("torch"):
+        lines += ["", ratio_markdown(rec["update"], rec["torch"])]
     return "\n".join(lines) + "\n"
 
 
@@ -153,14 +189,21 @@ def main() -> None:
     rec["update"] = [
         measure("continuous", (256, 256), 256, 1, 100, reps),
         measure("continuous", (768, 768, 768), 256, 1, 20 if a.quick else 50, reps),
-        atari_updates((768, 768), 64, 4 if a.quick else 10, reps),
+        atari_updates((768, 768), 64, 8 if a.quick else 16, reps),
     ]
     rec["seeds"] = [measure("continuous", (256, 256), 256, s, 100, reps) for s in (2, 4, 8)]
+    rec["atari_seeds"] = [atari_updates((768, 768), 64, 8 if a.quick else 16, reps, seeds=3)]
     rec["env"] = [env_steps("metaworld", 3, 500 if a.quick else 2000),
                   env_steps("atari", 3, 500 if a.quick else 2000)]
     rec["train"] = train_run(4_000 if a.quick else 20_000)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    rec["memory"] = [memory_per_seed(os.path.join(root, "configs", f)) for f in
+                     ("metaworld_window.py", "atari_pong_bowling.py")]
+    rec["atari_run"] = atari_run_estimate(rec["atari_seeds"][0], rec["env"][1],
+                                          os.path.join(root, "configs", "atari_pong_bowling.py"))
+    rec["torch"] = torch_reference_rows(reps, quick=a.quick)
     rec["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    for group in ("update", "seeds"):
+    for group in ("update", "seeds", "atari_seeds"):
         for u in rec[group]:
             u.pop("call_s_all", None)
     with open(os.path.join(a.out, "benchmarks.json"), "w") as f:
