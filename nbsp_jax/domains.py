@@ -310,12 +310,11 @@ class Atari(MetaWorld):
         return np.swapaxes(x, 0, 1)
 
     def start_episode_rows(self, obs):
-        """A one-step chunk that writes the reset observations as first frames."""
-        s, e = self.config.num_seeds, self.config.num_envs
-        return {"frame": obs[None, :, :, -1], "action": np.zeros((1, s, e), np.int32),
-                "reward": np.zeros((1, s, e), np.float32),
-                "terminated": np.zeros((1, s, e), np.float32),
-                "valid": np.zeros((1, s, e), bool), "keep": np.ones((1, s), bool)}
+        """A chunk whose first row writes the reset observations as first frames (the other
+        rows write nothing; a full-size chunk, so ``add`` compiles once)."""
+        stage = self.new_stage()
+        stage["frame"][0], stage["keep"][0] = obs[:, :, -1], True
+        return stage
 
     @staticmethod
     def goal_step(env, step: Step) -> Step:
