@@ -377,7 +377,7 @@ def torch_updates_per_s(setting: str, hidden: Sequence[int], batch: int, updates
 RUN_ALL_SETTINGS = (
     ("continuous", (256, 256), 256, 100, 100),
     ("continuous", (768, 768, 768), 256, 20, 50),
-    ("atari", (768, 768), 64, 4, 10),
+    ("atari", (768, 768), 64, 8, 16),
 )
 
 

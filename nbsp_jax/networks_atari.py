@@ -30,8 +30,8 @@ float32 rounding:
 - ``'xla'``: ``lax.conv_general_dilated``. Use it on GPU/TPU (cuDNN and friends). Avoid it on
   XLA:CPU: inside a ``lax.scan``/``while`` loop (as in ``sac_discrete.update_many``) XLA:CPU
   runs the convolutions of the backward pass (kernel gradients: batch-major operands with
-  dilated windows) on its naive loop emitter instead of a library kernel, 40-60x slower than
-  the same convolution outside a loop, so a discrete-SAC update took ~3 s.
+  dilated windows) on its naive loop emitter instead of a library kernel, 20-60x slower than
+  the same convolution outside a loop, so a discrete-SAC update took ~3 s on 2 cores.
 - ``'s2d'``: space-to-depth reshapes plus unit-stride slices gather the patches (for conv0
   straight from the uint8 frames, 1/255 applied to the product), then one matmul per layer,
   with a custom backward pass whose matmuls XLA:CPU runs fast (:func:`conv_matmul`). Each

@@ -114,7 +114,7 @@ def make_sac_discrete(
     target_every: int = 2000,
     adam_eps: float = 1e-4,
     convs: Sequence[tuple[int, int, int]] = NATURE_CNN,
-    conv_impl: str = "xla",
+    conv_impl: str = "auto",
     action_reduction: str = "mean",
 ) -> SACDiscrete:
     """Builds the static agent; defaults are the paper's (lr 1e-4, hidden 768x2) and CleanRL's.
