@@ -1,7 +1,6 @@
 """BankHeist -> Alien x 2, the paper's Table 5 Atari cycle (discrete SAC + NBSP, 3 seeds).
 
-3e6 env steps per game (our reading of Table 6, see configs/atari_pong_bowling.py). Training
-through this file is refused with a message naming issue 5 until the Atari loop lands.
+3e6 env steps per game (our reading of Table 6, see configs/atari_pong_bowling.py).
 """
 
 from nbsp_jax.config import atari_cycle
