@@ -1,0 +1,110 @@
+"""Where one continuous SAC update's time goes on this machine (a cost breakdown).
+
+    python benchmarks/sac_breakdown.py --hidden 256,256 --batch 256 --steps 200 --repeats 5
+
+Times ``steps`` iterations, each in one jitted ``lax.scan`` (median of ``repeats`` calls after
+warm-up), of: drawing a batch from a 1e5-row buffer; one critic update on a fixed batch; one
+actor + temperature update on a fixed batch; a bare [batch, hidden] matmul chain with the same
+FLOPs as the critic update's dense layers; and the full fused update (``sac.update_many``,
+per gradient step). The parts do not add up exactly (XLA fuses across them in the full
+update), but show where the time goes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+
+from nbsp_jax import replay, sac
+
+
+def _time(fn, *args, repeats: int) -> float:
+    jax.block_until_ready(fn(*args))
+    out = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        out.append(time.perf_counter() - t0)
+    return statistics.median(out)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--hidden", default="256,256")
+    p.add_argument("--batch", type=int, default=256)
+    p.add_argument("--steps", type=int, default=200)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--json")
+    a = p.parse_args()
+    hidden = tuple(int(x) for x in a.hidden.split(","))
+    agent = sac.make_sac(39, 4, hidden=hidden, batch_size=a.batch)
+    state = sac.init_state(agent, jax.random.key(0))
+    n = 100_000
+    k = jax.random.split(jax.random.key(1), 3)
+    buf = replay.add(replay.init_buffer(n, 39, 4), replay.Transition(
+        jax.random.normal(k[0], (n, 39)), jax.random.uniform(k[1], (n, 4), minval=-1, maxval=1),
+        jnp.zeros(n), jax.random.normal(k[2], (n, 39)), jnp.zeros(n)), jnp.ones(n, bool))
+    batch = replay.sample(buf, jax.random.key(2), a.batch)
+    steps = a.steps
+
+    @jax.jit
+    def sample_only(buf):
+        def body(c, i):
+            b = replay.sample(buf, jax.random.fold_in(jax.random.key(3), i), a.batch)
+            return c + b.reward.sum(), None
+        return jax.lax.scan(body, 0.0, jnp.arange(steps))[0]
+
+    @jax.jit
+    def critic_only(state, batch):
+        def body(s, i):
+            return sac.critic_update(agent, s, batch, jax.random.fold_in(s.key, i))[0], None
+        return jax.lax.scan(body, state, jnp.arange(steps))[0]
+
+    @jax.jit
+    def actor_only(state, batch):
+        def body(s, i):
+            key = jax.random.fold_in(s.key, i)
+            return sac.actor_alpha_update(agent, s, batch.obs, key)[0], None
+        return jax.lax.scan(body, state, jnp.arange(steps))[0]
+
+    @jax.jit
+    def full(state, buf):
+        return sac.update_many(agent, state, sac.buffer_sampler(agent, buf), steps, 0)[0]
+
+    # The critic update's dense FLOPs: per net forward on obs+next (target) and backward,
+    # approximated by 2 critics x (1 forward next + 1 forward + 2 backward) passes of the MLP.
+    widths = (43, *hidden, 1)
+    ws = [jnp.full((i, o), 0.01, jnp.float32) for i, o in zip(widths[:-1], widths[1:],
+                                                                strict=True)]
+
+    @jax.jit
+    def matmuls(ws):
+        def body(c, i):
+            x = jnp.ones((a.batch, 43)) * c
+            for _ in range(8):  # 2 critics x 4 passes
+                h = x
+                for w in ws:
+                    h = jnp.maximum(h @ w, 0.0) if w.shape[1] > 1 else h @ w
+                c = c + h.mean() * 1e-9
+            return c, None
+        return jax.lax.scan(body, 0.0, jnp.arange(steps))[0]
+
+    rec = {"hidden": list(hidden), "batch": a.batch, "steps": steps, "jax": jax.__version__}
+    for name, fn, args in (("sample", sample_only, (buf,)), ("critic_update", critic_only,
+                           (state, batch)), ("actor_alpha_update", actor_only, (state, batch)),
+                           ("critic_matmuls_only", matmuls, (ws,)), ("full_update", full,
+                                                                    (state, buf))):
+        rec[name + "_ms"] = 1e3 * _time(fn, *args, repeats=a.repeats) / steps
+    print(json.dumps(rec, indent=1))
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(rec, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
