@@ -454,6 +454,8 @@ def _train_phase(config, learner: Learner, run: Phase, phases: list, writers: Se
                 actions = dom.random_actions(rng)
             else:
                 t0 = time.perf_counter()
+                if overlap and policy is None:  # acting starts before the first update
+                    policy = jax.device_put(state.params.actor, learner.actor_device)
                 params = policy if overlap else state.params.actor
                 actions, act_keys = learner.act(params, jnp.asarray(obs), act_keys)
                 actions = np.asarray(actions)

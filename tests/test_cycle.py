@@ -197,7 +197,9 @@ def test_act_on_host_overlaps_and_completes(tmp_path):
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
     out = subprocess.run(
         [sys.executable, "-m", "nbsp_jax.train", "--config", "configs/quickstart.py:smoke",
-         "--workdir", str(tmp_path), "--config.act_on=host", "--config.progress=False"],
+         "--workdir", str(tmp_path), "--config.act_on=host", "--config.progress=False",
+         # Acting starts mid-chunk, before the first update (a bug once).
+         "--config.learning_starts=530"],
         cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
     assert out.returncode == 0, out.stderr[-3000:]
     r = json.loads((tmp_path / "results.json").read_text())
