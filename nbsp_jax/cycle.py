@@ -1,11 +1,14 @@
 """The training loop: phases of a task cycle, seeds vmapped, env stepping on the host.
 
-Python loops run only over phases and chunks. Per chunk of ``chunk_steps`` env steps, actions
-come from one jitted, seed-vmapped policy call per step; the chunk's transitions are then written
-to the device-resident buffer in one call and ``chunk_steps * num_envs * updates_per_step``
-gradient updates run in one jitted ``lax.scan`` (:func:`nbsp_jax.sac.update_many`). At the end
-of a phase: score neurons and install masks, keep transitions for replay, evaluate every task
-(one row of ``sr``), checkpoint. :func:`train_and_evaluate` is what the CLI calls.
+One loop serves Meta-World and Atari; what differs (agent, buffer, env, goal, evaluation) comes
+from :mod:`nbsp_jax.domains`. Python loops run only over phases and chunks. Per chunk of
+``chunk_steps`` env steps, actions come from one jitted, seed-vmapped policy call per step; the
+chunk's transitions are then written to the device-resident buffer in one call and
+``chunk_steps * num_envs * updates_per_step / update_every`` gradient updates run in one jitted
+``lax.scan`` (``update_many`` of :mod:`nbsp_jax.sac` or :mod:`nbsp_jax.sac_discrete`). At the
+end of a phase: score neurons and install masks, keep transitions for replay, evaluate every
+task (one row of ``sr``), checkpoint. The seed axis is split over the devices
+(:mod:`nbsp_jax.sharding`). :func:`train_and_evaluate` is what the CLI calls.
 """
 
 from __future__ import annotations
