@@ -14,23 +14,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
+import os
+import sys
 
 import jax
 import jax.numpy as jnp
 
 from nbsp_jax import replay, sac
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchmarks.nbsp_overhead import _median_time  # noqa: E402
+
 
 def _time(fn, *args, repeats: int) -> float:
-    jax.block_until_ready(fn(*args))
-    out = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        out.append(time.perf_counter() - t0)
-    return statistics.median(out)
+    jax.block_until_ready(fn(*args))  # compile
+    return _median_time(lambda: fn(*args), repeats)[0]
 
 
 def main() -> None:

@@ -68,13 +68,14 @@ class MetaWorld:
 
         return optax.adam(lr)
 
-    @staticmethod
-    def init_state(agent, key):
-        return sac.init_state(agent, key)
+    # The agent's module; looked up at call time (tests patch its functions).
+    agent_module = sac
 
-    @staticmethod
-    def update_many(agent, state, sampler, num_updates, step0):
-        return sac.update_many(agent, state, sampler, num_updates, step0)
+    def init_state(self, agent, key):
+        return self.agent_module.init_state(agent, key)
+
+    def update_many(self, agent, state, sampler, num_updates, step0):
+        return self.agent_module.update_many(agent, state, sampler, num_updates, step0)
 
     @staticmethod
     def sample_action(agent, actor_params, obs, key):
@@ -206,13 +207,7 @@ class Atari(MetaWorld):
         c = self.config
         return max(c.target_update_every // (c.update_every // c.updates_per_step), 1)
 
-    @staticmethod
-    def init_state(agent, key):
-        return sac_discrete.init_state(agent, key)
-
-    @staticmethod
-    def update_many(agent, state, sampler, num_updates, step0):
-        return sac_discrete.update_many(agent, state, sampler, num_updates, step0)
+    agent_module = sac_discrete
 
     @staticmethod
     def sample_action(agent, actor_params, obs, key):
