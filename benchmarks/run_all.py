@@ -9,10 +9,15 @@ the same run. Parts:
 - ``update``: fused SAC updates/s on random replay data (:mod:`update_throughput`):
   continuous [256, 256] and [768]x3 at batch 256, and the Atari network (Nature CNN +
   [768, 768], 18 actions) at batch 64.
-- ``seeds``: [256, 256] updates/s for 1, 2, 4, 8 vmapped seeds (aggregate and per seed).
+- ``seeds``: [256, 256] updates/s for 1, 2, 3, 4, 8 vmapped seeds (aggregate and per seed).
+- ``matmul``: GFLOP/s XLA reaches here on a chain of matrix products of the updates' shapes;
+  each update's matrix-product FLOP rate is given as a share of it.
 - ``env``: EnvPool steps/s with random actions: Meta-World (3 envs) and Atari Pong (3 envs).
 - ``train``: a short real training run (reach-v3, [256, 256], 3 seeds), its env steps/s per seed
   and the wall time split into env stepping, policy calls and learner; compile time included.
+  Its bound is the rate if the run were only its slower part: random-action steps until
+  ``learning_starts`` at the env-only rate, then min(env-only rate, 3-seed update rate per
+  seed / updates per env step).
 - ``memory``: bytes per seed of the paper configs' device state (parameters, optimizer states,
   both replay buffers), from ``jax.eval_shape`` (nothing allocated), and the host-side neuron
   record; peak resident memory of this process.
@@ -39,6 +44,21 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks.torch_reference import ratio_markdown, torch_reference_rows  # noqa: E402
 from benchmarks.update_throughput import measure  # noqa: E402
+
+
+def matmul_rate(m: int, k: int, repeats: int, steps: int = 200) -> dict:
+    """GFLOP/s of ``steps`` chained ``[m, k] @ [k, k]`` products in one jitted ``lax.scan``
+    (median of ``repeats`` calls): what XLA's matrix product reaches here at that shape."""
+    import jax.numpy as jnp
+
+    from benchmarks.nbsp_overhead import _median_time
+
+    x, w = jnp.full((m, k), 0.01, jnp.float32), jnp.full((k, k), 0.01, jnp.float32)
+    run = jax.jit(lambda x, w: jax.lax.scan(lambda c, _: ((c @ w) * 0.5, None), x, None,
+                                            length=steps)[0])
+    jax.block_until_ready(run(x, w))
+    med = _median_time(lambda: run(x, w), repeats)[0]
+    return {"shape": [m, k, k], "gflop_per_s": 2 * m * k * k * steps / med / 1e9}
 
 
 def atari_updates(hidden, batch, updates, repeats, seeds=1, conv_impl="auto") -> dict:
@@ -78,19 +98,20 @@ def env_steps(kind: str, num: int, steps: int) -> dict:
             "env_steps_per_s": steps * num / dt}
 
 
-def train_run(steps: int) -> dict:
+def train_run(steps: int, learning_starts: int = 1_000) -> dict:
     """A short real training run; env steps/s per seed and the env/act/learner split."""
     from nbsp_jax.config import base_config
     from nbsp_jax.cycle import train_and_evaluate
 
     c = base_config()
     c.tasks, c.num_seeds, c.hidden = ("reach",), 3, (256, 256)
-    c.steps_per_task, c.learning_starts, c.buffer_size = steps, 1_000, 50_000
+    c.steps_per_task, c.learning_starts, c.buffer_size = steps, learning_starts, 50_000
     c.eval_episodes, c.progress, c.early_stop = 0, False, False
     with tempfile.TemporaryDirectory() as d:
         r = train_and_evaluate(c, d)
     p = r["phases"][0]
     return {"task": "reach", "seeds": 3, "hidden": [256, 256], "env_steps": steps,
+            "learning_starts": learning_starts, "updates_per_step": c.updates_per_step,
             "wall_s": p["wall_s"], "env_steps_per_s_per_seed": steps / p["wall_s"],
             "env_s": p["env_s"], "act_s": p["act_s"], "learn_s": p["learn_s"]}
 
@@ -138,23 +159,41 @@ def atari_run_estimate(update: dict, env: dict, config_file: str) -> dict:
             "learner_h": learn_h, "env_h": env_h, "total_h": learn_h + env_h}
 
 
+def train_bound(train: dict, env: dict, update: dict) -> dict:
+    """The training run's env steps/s per seed against its bound (module docstring)."""
+    env_rate = env["pool_steps_per_s"]  # one env per seed: a pool step is a step of each seed
+    upd_rate = update["updates_per_s_per_seed"] / train["updates_per_step"]
+    n, lo = train["env_steps"], train["learning_starts"]
+    bound = n / (lo / env_rate + (n - lo) / min(env_rate, upd_rate))
+    return {"bound_steps_per_s_per_seed": bound,
+            "achieved_over_bound": train["env_steps_per_s_per_seed"] / bound}
+
+
 def markdown(rec: dict) -> str:
     lines = [f"Machine: {rec['machine']}; jax {rec['jax_version']}, device {rec['device']}.", ""]
-    lines += ["| update setting | seeds | updates/s (all seeds) | per seed | compile + 1st call |",
-              "|---|---|---|---|---|"]
+    peak = max(r["gflop_per_s"] for r in rec["matmul"])
+    lines += ["| update setting | seeds | updates/s (all seeds) | per seed | matmul GFLOP/s "
+              "(% of peak) | compile + 1st call |", "|---|---|---|---|---|---|"]
     for u in rec["update"] + rec["seeds"] + rec["atari_seeds"]:
         lines.append(f"| {u['setting']} {u['hidden']} batch {u['batch']} | {u['seeds']} | "
                      f"{u['updates_per_s']:.1f} | {u['updates_per_s'] / u['seeds']:.1f} | "
-                     f"{u['compile_plus_first_call_s']:.1f} s |")
+                     f"{u['matmul_gflop_per_s']:.0f} ({100 * u['matmul_gflop_per_s'] / peak:.0f} "
+                     f"%) | {u['compile_plus_first_call_s']:.1f} s |")
+    rates = ", ".join(f"{r['shape'][0]}x{r['shape'][1]}x{r['shape'][2]} "
+                      f"{r['gflop_per_s']:.0f} GFLOP/s" for r in rec["matmul"])
+    lines += ["", f"Matrix-product peak (chained `[m, k] @ [k, k]` in one jitted scan): {rates}; "
+              f"peak = {peak:.0f} GFLOP/s."]
+
     lines += ["", "| env | pool | pool steps/s | env steps/s |", "|---|---|---|---|"]
     for e in rec["env"]:
         lines.append(f"| {e['env']} | {e['pool']} | {e['pool_steps_per_s']:.0f} | "
                      f"{e['env_steps_per_s']:.0f} |")
     t = rec["train"]
-    lines += ["", "| training run | env steps/s per seed | wall | env | policy | learner |",
-              "|---|---|---|---|---|---|",
+    lines += ["", "| training run | env steps/s per seed | bound | achieved / bound | wall | env "
+              "| policy | learner |", "|---|---|---|---|---|---|---|---|",
               f"| {t['task']}, {t['seeds']} seeds, {t['hidden']}, {t['env_steps']} steps | "
-              f"{t['env_steps_per_s_per_seed']:.1f} | {t['wall_s']:.0f} s | {t['env_s']:.0f} s | "
+              f"{t['env_steps_per_s_per_seed']:.1f} | {t['bound_steps_per_s_per_seed']:.1f} | "
+              f"{t['achieved_over_bound']:.2f} | {t['wall_s']:.0f} s | {t['env_s']:.0f} s | "
               f"{t['act_s']:.0f} s | {t['learn_s']:.0f} s |",
               "", f"Peak resident memory of the benchmark process: "
                   f"{rec['peak_rss_mb']:.0f} MB."]
@@ -191,11 +230,13 @@ def main() -> None:
         measure("continuous", (768, 768, 768), 256, 1, 20 if a.quick else 50, reps),
         atari_updates((768, 768), 64, 8 if a.quick else 16, reps),
     ]
-    rec["seeds"] = [measure("continuous", (256, 256), 256, s, 100, reps) for s in (2, 4, 8)]
+    rec["seeds"] = [measure("continuous", (256, 256), 256, s, 100, reps) for s in (2, 3, 4, 8)]
+    rec["matmul"] = [matmul_rate(m, k, reps) for m, k in ((256, 256), (256, 768), (64, 768))]
     rec["atari_seeds"] = [atari_updates((768, 768), 64, 8 if a.quick else 16, reps, seeds=3)]
     rec["env"] = [env_steps("metaworld", 3, 500 if a.quick else 2000),
                   env_steps("atari", 3, 500 if a.quick else 2000)]
     rec["train"] = train_run(4_000 if a.quick else 20_000)
+    rec["train"].update(train_bound(rec["train"], rec["env"][0], rec["seeds"][1]))
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     rec["memory"] = [memory_per_seed(os.path.join(root, "configs", f)) for f in
                      ("metaworld_window.py", "atari_pong_bowling.py")]

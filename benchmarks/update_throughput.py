@@ -14,7 +14,10 @@ once (``first_call_s``) and twice more to warm up, then times ``--repeats`` call
 Several ``--seed-axis`` / ``--conv-impl`` values give one record each; their timed calls are
 interleaved (round robin), so that ratios between them are measured under the same machine
 load (``load_avg`` is recorded before and after). ``updates_per_s`` is the median rate over
-all seeds (seeds x updates / s); ``updates_per_s_per_seed`` the rate each seed advances.
+all seeds (seeds x updates / s); ``updates_per_s_per_seed`` the rate each seed advances;
+``matmul_gflop_per_update`` the matrix-product FLOPs of one update, counted in the compiled HLO
+(:func:`benchmarks.op_profile.program_flops`), and ``matmul_gflop_per_s`` the rate at which the
+update does them.
 """
 
 from __future__ import annotations
@@ -23,11 +26,14 @@ import argparse
 import json
 import os
 import statistics
+import sys
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def random_buffer(key: jax.Array, rows: int):
@@ -122,6 +128,9 @@ def _prepare(setting, hidden, batch, seeds, updates, method, seed_axis, conv_imp
     t0 = time.perf_counter()
     state = run(state)
     first_call_s = time.perf_counter() - t0
+    from benchmarks.op_profile import program_flops  # here: op_profile imports this module
+
+    matmul_gflop = program_flops(compiled.as_text()) / 1e9 / (updates * seeds)
     for _ in range(2):  # warm-up
         state = run(state)
     rec = {
@@ -133,11 +142,12 @@ def _prepare(setting, hidden, batch, seeds, updates, method, seed_axis, conv_imp
         "seed_axis": seed_axis,
         "conv_impl": conv_impl,
         "updates_per_call": updates,
+        "matmul_gflop_per_update": matmul_gflop,
         "compile_s": compile_s,
         "first_call_s": first_call_s,
         "compile_plus_first_call_s": compile_s + first_call_s,
     }
-    return {"run": run, "state": state, "rec": rec, "times": []}
+    return {"run": run, "state": state, "rec": rec, "times": [], "compiled": compiled}
 
 
 def measure_many(configs: list[dict], repeats: int, buffer_rows: int | None = None) -> list[dict]:
@@ -165,6 +175,7 @@ def measure_many(configs: list[dict], repeats: int, buffer_rows: int | None = No
             updates_per_s=n / med,
             updates_per_s_per_seed=rec["updates_per_call"] / med,
             updates_per_s_best=n / min(times),
+            matmul_gflop_per_s=rec["matmul_gflop_per_update"] * n / med,
             call_s_median=med,
             call_s_all=times,
             load_avg_before=list(load_before),

@@ -25,7 +25,8 @@ def _unwrap_keys(tree):
 
 
 def _rewrap_keys(template, tree):
-    return jax.tree.map(lambda t, x: jax.random.wrap_key_data(x) if _is_key(t) else x,
+    return jax.tree.map(lambda t, x: jax.random.wrap_key_data(x, impl=jax.random.key_impl(t))
+                        if _is_key(t) else x,
                         template, tree)
 
 

@@ -339,6 +339,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       The results dict (as in ``results.json``) with the final learner state under ``'state'``.
     """
     validate(config)
+    if jax.process_count() > 1:
+        raise NotImplementedError(
+            f"multi-process training is not wired end to end (jax.process_count()="
+            f"{jax.process_count()}): the host loop would step every seed's environments in "
+            "each process. Run one process per host, each with its own config.seed, or one "
+            "process over all local devices (the seeds are split over them)")
     mesh = run_mesh(config)  # num_seeds must divide over the devices: fail before writing
     existing = prepare_workdir(workdir, config)
     phases = [t for _ in range(config.cycles) for t in config.tasks]

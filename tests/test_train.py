@@ -108,6 +108,13 @@ def test_bad_config_is_rejected(field, value, needle):
         validate(c)
 
 
+def test_multi_process_run_is_refused_before_writing(tmp_path, monkeypatch):
+    monkeypatch.setattr(jax, "process_count", lambda: 2)
+    with pytest.raises(NotImplementedError, match=r"process_count\(\)=2"):
+        train_and_evaluate(tiny_config(), str(tmp_path / "w"))
+    assert not (tmp_path / "w").exists()
+
+
 def test_cli_bad_task_fails_fast(tmp_path):
     out = subprocess.run(
         [sys.executable, "-m", "nbsp_jax.train", "--config", "configs/quickstart.py:smoke",
