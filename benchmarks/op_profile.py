@@ -9,8 +9,11 @@ Builds the same compiled update as ``update_throughput.py``, runs one call under
 
 - time per op category (``dot``/``conv`` = matrix products, however XLA fused them; ``rng``;
   ``while`` loops; ``copy``; ``elementwise`` = the other fusions), and their share;
-- the matrix products one by one: shapes, time and GFLOP/s, whose sum against the product
-  FLOPs is the update's achieved matmul rate.
+- the largest other ops, grouped by their HLO name stem (XLA names a fusion after its ops,
+  e.g. ``multiply_add_fusion``);
+- the matrix products one by one: shapes, time per update (an op inside a loop body that
+  holds several gradient steps runs once for all of them) and GFLOP/s; their summed FLOPs
+  over their summed time is the update's achieved matmul rate.
 
 Op times add up to more than the wall time when XLA runs independent ops on both cores at
 once; shares are of the summed op time. The profiler adds overhead: compare rates between ops
@@ -150,7 +153,7 @@ def profile(setting: str, hidden, batch: int, updates: int, top: int) -> dict:
                     20_000 if setting == "atari" else 100_000)
     ops, _, _ = parse_hlo(prep["compiled"].as_text())
     events = trace_events(lambda: prep["run"](prep["state"]))
-    cats = collections.Counter()
+    cats, names = collections.Counter(), collections.Counter()
     dots = []
     for name, durs in events.items():
         if name not in ops:
@@ -158,6 +161,8 @@ def profile(setting: str, hidden, batch: int, updates: int, top: int) -> dict:
         us = sum(durs) / updates
         info = ops[name]
         cats[category(name, info)] += us
+        if not info["flops"]:  # ops by HLO name stem, e.g. 'multiply_add_fusion'
+            names[re.sub(r"[.\d]+$", "", name)] += us
         if info["flops"] and info["kind"] != "while":
             fl = info["flops"] * len(durs) / updates
             dots.append({"op": name, "us": us, "gflops": fl / 1e9,
@@ -170,6 +175,7 @@ def profile(setting: str, hidden, batch: int, updates: int, top: int) -> dict:
         "setting": setting, "hidden": list(hidden), "batch": batch, "updates": updates,
         "op_us_per_update": total,
         "categories_us_per_update": dict(cats.most_common()),
+        "other_ops_us_per_update": dict(names.most_common(top)),
         "matmul_gflop_per_update": dot_fl,
         "matmul_gflop_per_s": dot_fl / dot_us * 1e6 if dot_us else None,
         "top_matmuls": dots[:top],
@@ -195,11 +201,14 @@ def main() -> None:
           f"per update")
     for c, us in rec["categories_us_per_update"].items():
         print(f"  {c:<18} {us / 1e3:7.3f} ms  {100 * us / tot:5.1f} %")
+    print("largest other ops, by HLO name stem:")
+    for n, us in rec["other_ops_us_per_update"].items():
+        print(f"  {n:<32} {us / 1e3:7.3f} ms  {100 * us / tot:5.1f} %")
     print(f"matrix products: {rec['matmul_gflop_per_update']:.3f} GFLOP per update at "
           f"{rec['matmul_gflop_per_s']:.0f} GFLOP/s")
     for r in rec["top_matmuls"]:
         sh = " ".join(f"{lhs}x{rhs}->{out}" for lhs, rhs, out in r["shapes"])
-        print(f"  {r['us']:8.0f} us {r['gflop_per_s']:6.0f} GFLOP/s  {sh}")
+        print(f"  {r['us']:8.0f} us/update {r['gflop_per_s']:6.0f} GFLOP/s  {sh}")
     if a.json:
         with open(a.json, "w") as f:
             json.dump(rec, f, indent=2)
