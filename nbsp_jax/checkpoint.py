@@ -33,12 +33,22 @@ def _rewrap_keys(template, tree):
 class Checkpointer:
     """Saves and restores ``(device_tree, host_dict)`` pairs under ``workdir/checkpoints``."""
 
-    def __init__(self, workdir: str, max_to_keep: int = 2):
+    def __init__(self, workdir: str, max_to_keep: int = 2, process_local: bool = False):
+        """``process_local``: in a multi-process run, this process saves its own arrays to its
+        own ``workdir`` on its own schedule (no barriers with the other processes)."""
         self.directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
-        self._manager = ocp.CheckpointManager(
-            self.directory,
-            options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True),
-        )
+        options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True)
+        if process_local:
+            i = jax.process_index()
+            os.makedirs(self.directory, exist_ok=True)  # orbax: no create= with active_processes
+            options = ocp.CheckpointManagerOptions(
+                max_to_keep=max_to_keep, create=False,
+                multiprocessing_options=ocp.options.MultiprocessingOptions(
+                    primary_host=i, active_processes={i},
+                    barrier_sync_key_prefix=f"process_{i}"))
+        self._manager = ocp.CheckpointManager(self.directory, options=options)
+        # Orbax refuses process-local jax.Arrays in a multi-process run: save NumPy copies.
+        self._host_arrays = process_local
 
     def latest_step(self) -> int | None:
         """The number of the latest complete checkpoint, or None."""
@@ -49,7 +59,7 @@ class Checkpointer:
         self._manager.save(
             step,
             args=ocp.args.Composite(
-                device=ocp.args.StandardSave(_unwrap_keys(device_tree)),
+                device=ocp.args.StandardSave(self._to_saved(device_tree)),
                 host=ocp.args.JsonSave(host),
             ),
         )
@@ -59,14 +69,22 @@ class Checkpointer:
 
     def restore(self, step: int, device_template: Any) -> tuple[Any, dict]:
         """Reads checkpoint ``step``; ``device_template`` gives structure, shapes and dtypes."""
-        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, _unwrap_keys(device_template))
+        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct,
+                                self._to_saved(device_template))
         out = self._manager.restore(
             step,
             args=ocp.args.Composite(
                 device=ocp.args.StandardRestore(abstract), host=ocp.args.JsonRestore()
             ),
         )
-        return _rewrap_keys(device_template, out["device"]), out["host"]
+        device = out["device"]
+        if self._host_arrays:
+            device = jax.device_put(device)
+        return _rewrap_keys(device_template, device), out["host"]
+
+    def _to_saved(self, device_tree: Any) -> Any:
+        tree = _unwrap_keys(device_tree)
+        return jax.device_get(tree) if self._host_arrays else tree
 
     def size_bytes(self, step: int) -> int:
         """Bytes on disk of checkpoint ``step``."""

@@ -20,6 +20,10 @@ def base_config() -> ml_collections.ConfigDict:
     c.seed = 0
     # Number of seeds trained side by side (vmapped) in this process.
     c.num_seeds = 1
+    # Global index of this run's first seed: seed s uses PRNG key fold_in(seed, seed_offset + s)
+    # and the env seeds of global seed seed_offset + s. Set per process by multi-process runs
+    # (process i of P trains seeds i * num_seeds / P ...); 0 for a single process.
+    c.seed_offset = 0
     # Meta-World v3 task names, trained in this order (e.g. ('window-open', 'window-close')).
     c.tasks = ("window-open",)
     # How many times the task sequence is repeated.
@@ -247,6 +251,8 @@ def validate(c: ml_collections.ConfigDict) -> None:
             f"config.learning_starts={c.learning_starts} leaves no learning steps: it must be "
             f"smaller than config.steps_per_task={c.steps_per_task}"
         )
+    if not isinstance(c.seed_offset, int) or c.seed_offset < 0:
+        raise ValueError(f"config.seed_offset must be an int >= 0, got {c.seed_offset!r}")
     if not isinstance(c.eval_episodes, int) or c.eval_episodes < 0:
         raise ValueError(f"config.eval_episodes must be >= 0, got {c.eval_episodes!r}")
     if c.agent not in AGENTS:

@@ -88,18 +88,19 @@ def actor_device(config) -> jax.Device | None:
     if config.act_on == "learner":
         return None
     if jax.default_backend() != "cpu":
-        return jax.devices("cpu")[0]
-    if jax.device_count() < 2:
+        return jax.local_devices(backend="cpu")[0]
+    if jax.local_device_count() < 2:
         raise ValueError(
             "config.act_on='host' needs a host device besides the learner's; on a CPU-only "
             "machine start with XLA_FLAGS=--xla_force_host_platform_device_count=2, or use "
             "config.act_on='learner'")
-    return jax.devices()[-1]
+    return jax.local_devices()[-1]
 
 
 def learner_devices(config) -> list:
-    """Devices the learner uses: all, less the acting device on a CPU-only machine."""
-    devices, actor = jax.devices(), actor_device(config)
+    """Devices the learner uses: all of this process's, less the acting device on a CPU-only
+    machine."""
+    devices, actor = jax.local_devices(), actor_device(config)
     return [d for d in devices if d != actor] if actor in devices else devices
 
 
@@ -183,10 +184,11 @@ def compilations(learner: Learner) -> dict:
             for name in ("act", "act_eval", "add", "update", "end_task", "store")}
 
 
-def seed_keys(seed: int, num_seeds: int) -> jax.Array:
-    """Per-seed PRNG keys ``[S]``: seed ``s`` of the axis uses ``fold_in(key(seed), s)``."""
+def seed_keys(seed: int, num_seeds: int, offset: int = 0) -> jax.Array:
+    """Per-seed PRNG keys ``[S]``: seed ``s`` of the axis uses ``fold_in(key(seed), offset + s)``
+    (``offset``: ``config.seed_offset``, the global index of seed 0)."""
     base = jax.random.key(seed)
-    return jax.vmap(lambda s: jax.random.fold_in(base, s))(jnp.arange(num_seeds))
+    return jax.vmap(lambda s: jax.random.fold_in(base, s))(offset + jnp.arange(num_seeds))
 
 
 def env_seed(config, phase: int, purpose: int = 0, restart: int = 0) -> int:
@@ -208,8 +210,10 @@ def evaluate(learner: Learner, actor_params, task: str, config, task_index: int)
     Atari: the policy's mean raw return of whole games, normalised by Table 7.
     """
     n, dom = config.eval_episodes, learner.domain
-    env = dom.make_env(task, n, env_seed(config, 0, 1 + task_index), train=False)
-    keys = seed_keys(config.seed + 1 + task_index, config.num_seeds)
+    # Env k of a pool has env seed base + k: global seed g's envs are the same in any process.
+    base = env_seed(config, 0, 1 + task_index) + config.seed_offset * n
+    env = dom.make_env(task, n, base, train=False)
+    keys = seed_keys(config.seed + 1 + task_index, config.num_seeds, config.seed_offset)
     obs = env.reset()
     success = np.zeros((config.num_seeds, n), bool)
     ret = np.zeros((config.num_seeds, n))
@@ -290,7 +294,7 @@ def _recorder(config, domain, rows: int | None = None) -> GoalRecorder:
 
 def _init_run(config, learner: Learner, num_phases: int) -> Phase:
     S = config.num_seeds
-    keys = seed_keys(config.seed, S)
+    keys = seed_keys(config.seed, S, config.seed_offset)
     init_keys, act_keys, task_keys = jax.vmap(lambda k: tuple(jax.random.split(k, 3)))(keys)
     dom = learner.domain
     state = jax.vmap(functools.partial(dom.init_state, learner.agent))(init_keys)
@@ -306,7 +310,9 @@ def _init_run(config, learner: Learner, num_phases: int) -> Phase:
         "seed_steps": [0] * S, "active": [True] * S, "steps_to_threshold": [None] * S,
         "recent": [[] for _ in range(S)], "returns": [[] for _ in range(S)],
         "recorder": recorder.host_state(), "sr_rows": [], "phases": [],
-        "rng": np.random.default_rng(config.seed).bit_generator.state,
+        "rng": np.random.default_rng(
+            [config.seed, config.seed_offset] if config.seed_offset else config.seed
+        ).bit_generator.state,
         "log_sizes": None,
     }
     return Phase(_place(device, learner.mesh), host)
@@ -340,11 +346,65 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """
     validate(config)
     if jax.process_count() > 1:
-        raise NotImplementedError(
-            f"multi-process training is not wired end to end (jax.process_count()="
-            f"{jax.process_count()}): the host loop would step every seed's environments in "
-            "each process. Run one process per host, each with its own config.seed, or one "
-            "process over all local devices (the seeds are split over them)")
+        return _train_processes(config, workdir)
+    return _train_local(config, workdir)
+
+
+def _train_processes(config: ml_collections.ConfigDict, workdir: str) -> dict:
+    """A multi-process run (``jax.distributed``): process ``i`` of ``P`` trains the global
+    seeds ``i * S / P .. (i + 1) * S / P - 1`` on its own devices into ``workdir/process_{i}``
+    (``config.seed_offset = i * S / P``: those seeds get the keys and env seeds they would have
+    in a one-process run). Seeds never talk to each other, so nothing crosses processes while
+    training; at the end every process gathers all results and process 0 writes the merged
+    ``results.json`` and plots into ``workdir``.
+    """
+    P, i, S = jax.process_count(), jax.process_index(), config.num_seeds
+    if S % P:
+        raise ValueError(
+            f"config.num_seeds={S} must be a multiple of the number of processes ({P}); "
+            f"valid choices: {', '.join(str(P * k) for k in range(1, 5))}, ...")
+    if config.seed_offset:
+        raise ValueError(f"config.seed_offset={config.seed_offset}: a multi-process run sets "
+                         "it per process; leave it at 0")
+    if i == 0:
+        prepare_workdir(workdir, config)  # refuses a workdir of another run before training
+    local = ml_collections.ConfigDict(config.to_dict())
+    local.num_seeds, local.seed_offset = S // P, i * (S // P)
+    results = _train_local(local, os.path.join(workdir, f"process_{i}"))
+    state = results.pop("state", None)
+    merged = merge_process_results(config, sh.allgather_json(results))
+    if i == 0:
+        write_results(workdir, merged)
+    merged["state"] = state  # this process's seeds
+    return merged
+
+
+def merge_process_results(config: ml_collections.ConfigDict, parts: list[dict]) -> dict:
+    """One results dict over all ``config.num_seeds`` seeds from per-process results (each for
+    its block of seeds, in process order): per-seed lists are concatenated, per-phase scalars
+    (steps, times) take the largest, and the metrics are recomputed over all seeds."""
+    sr = [x for p in parts for x in p["sr"]] if all(p["sr"] for p in parts) else []
+    summary = metrics.summarize(metrics.metrics_for(
+        np.asarray(sr, np.float64), atari=config.agent == "sac_atari")) if sr else {}
+    phases = []
+    for rows in zip(*(p["phases"] for p in parts), strict=True):
+        merged = {}
+        for k, v in rows[0].items():
+            if isinstance(v, list):
+                merged[k] = [x for r in rows for x in r[k]]
+            elif isinstance(v, int | float) and not isinstance(v, bool):
+                merged[k] = max(r[k] for r in rows)
+            else:
+                merged[k] = v
+        phases.append(merged)
+    return {**parts[0], "sr": sr, "metrics": summary, "phases": phases,
+            "num_seeds": config.num_seeds, "config": json.loads(config.to_json_best_effort()),
+            "wall_s": max(p["wall_s"] for p in parts), "processes": len(parts),
+            "checkpoint_bytes": sum(p.get("checkpoint_bytes", 0) for p in parts)}
+
+
+def _train_local(config: ml_collections.ConfigDict, workdir: str) -> dict:
+    """:func:`train_and_evaluate` for the seeds of this process, on its own devices."""
     mesh = run_mesh(config)  # num_seeds must divide over the devices: fail before writing
     existing = prepare_workdir(workdir, config)
     phases = [t for _ in range(config.cycles) for t in config.tasks]
@@ -356,7 +416,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             return json.load(f)
     learner = make_learner(config, mesh)
     run = _init_run(config, learner, H)
-    ckpt = Checkpointer(workdir)
+    ckpt = Checkpointer(workdir, process_local=jax.process_count() > 1)
     writers_sizes = None
     if ckpt.latest_step() is not None:
         device, host = ckpt.restore(ckpt.latest_step(), run.device)
@@ -366,7 +426,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
               f"{host['phase'] + 1}/{H}, step {host['steps']}")
     elif existing:
         writers_sizes = [0] * config.num_seeds  # killed before its first checkpoint: restart
-    writers = SeedWriters(workdir, config.num_seeds, truncate_to=writers_sizes)
+    writers = SeedWriters(workdir, config.num_seeds, truncate_to=writers_sizes,
+                          first=config.seed_offset)
     progress = Progress(H * config.steps_per_task, config.progress)
     t_start = time.perf_counter() - run.host["wall_s"]
     try:
@@ -436,7 +497,8 @@ def _train_phase(config, learner: Learner, run: Phase, phases: list, writers: Se
     returns = [deque(r, maxlen=config.success_window) for r in h["returns"]]
     active = np.array(h["active"], bool)
     seed_steps = np.array(h["seed_steps"], np.int64)
-    env = dom.make_env(task, config.num_envs, env_seed(config, phase, 0, h["restarts"]))
+    base = env_seed(config, phase, 0, h["restarts"]) + config.seed_offset * config.num_envs
+    env = dom.make_env(task, config.num_envs, base)
     obs = env.reset()
     start = dom.start_episode_rows(obs)  # Atari: the reset frames start the buffer's episodes
     if start is not None:

@@ -19,14 +19,15 @@ class SeedWriters:
     """One JSONL file and one TensorBoard writer per seed."""
 
     def __init__(self, workdir: str, num_seeds: int, tensorboard: bool = True,
-                 truncate_to: list[int] | None = None):
+                 truncate_to: list[int] | None = None, first: int = 0):
         """Opens the writers; ``truncate_to`` (bytes per seed, from :meth:`sizes` at the last
-        checkpoint) first cuts each JSONL file back, dropping rows a resumed run will redo."""
+        checkpoint) first cuts each JSONL file back, dropping rows a resumed run will redo.
+        ``first``: global index of seed 0 (``config.seed_offset``; folders are named by it)."""
         self.workdir = workdir
         self._files = []
         self._tb = []
         for s in range(num_seeds):
-            d = os.path.join(workdir, f"seed_{s}")
+            d = os.path.join(workdir, f"seed_{first + s}")
             os.makedirs(d, exist_ok=True)
             path = os.path.join(d, "metrics.jsonl")
             if truncate_to is not None and os.path.exists(path):

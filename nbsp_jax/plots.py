@@ -13,12 +13,15 @@ import numpy as np
 
 
 def read_metrics(workdir: str) -> list[list[dict]]:
-    """Rows of ``seed_{s}/metrics.jsonl`` for every seed, in seed order."""
-    seeds = sorted((d for d in os.listdir(workdir) if d.startswith("seed_")),
-                   key=lambda d: int(d.split("_")[1]))
+    """Rows of ``seed_{s}/metrics.jsonl`` for every seed, in seed order (a multi-process run
+    keeps its seeds under ``process_{i}/seed_{s}``)."""
+    dirs = [workdir] + sorted(os.path.join(workdir, d) for d in os.listdir(workdir)
+                              if d.startswith("process_"))
+    seeds = sorted((os.path.join(p, d) for p in dirs for d in os.listdir(p)
+                    if d.startswith("seed_")), key=lambda d: int(d.rsplit("_", 1)[1]))
     out = []
     for d in seeds:
-        with open(os.path.join(workdir, d, "metrics.jsonl")) as f:
+        with open(os.path.join(d, "metrics.jsonl")) as f:
             out.append([json.loads(line) for line in f])
     return out
 

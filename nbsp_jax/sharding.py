@@ -21,15 +21,18 @@ Adam's bias correction as a division instead of a multiplication by a reciprocal
 amplifies that over many steps (as it does for any recompilation). ``lax.map`` under
 :func:`seed_parallel` compiles the same per-seed program and gives bitwise-equal results.
 
-Multi-host: every process runs the same program (SPMD). :func:`maybe_initialize_distributed`
-starts ``jax.distributed`` when a multi-process launch is detected; :func:`seed_mesh` then spans
-the devices of all processes, each process owns the contiguous block of seeds that
-:func:`process_seed_slice` names, builds its host data for those seeds only and turns it into
-global arrays with :func:`global_seed_array`; :func:`to_host` brings global arrays back.
+Multi-host: :func:`maybe_initialize_distributed` starts ``jax.distributed`` when a
+multi-process launch is detected. The training loop then runs each process's contiguous block
+of seeds (process ``i`` of ``P``: seeds ``i * S / P`` onwards) as a run of its own on its local
+devices, and gathers the results with :func:`allgather_json` (``nbsp_jax.cycle``). For code
+that wants one global array over all processes' seeds instead, :func:`seed_mesh` spans the
+devices of all processes, :func:`global_seed_array` builds global arrays from per-process data
+and :func:`to_host` brings them back.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -41,6 +44,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 __all__ = [
     "SEED_AXIS",
+    "allgather_json",
     "check_divisible",
     "distributed_config",
     "global_seed_array",
@@ -241,6 +245,23 @@ def to_host(tree: Any) -> Any:
         return np.asarray(jax.device_get(x))
 
     return jax.tree.map(fetch, tree)
+
+
+def allgather_json(obj: Any) -> list:
+    """Every process's ``obj`` (JSON-serialisable), in process order, in every process.
+
+    A collective (every process must call it): the JSON text travels as padded uint8 arrays
+    through ``multihost_utils.process_allgather``. In a single process: ``[obj]``.
+    """
+    if jax.process_count() == 1:
+        return [json.loads(json.dumps(obj))]
+    data = np.frombuffer(json.dumps(obj).encode(), np.uint8)
+    sizes = np.asarray(multihost_utils.process_allgather(np.array([data.size], np.int64)))
+    padded = np.zeros(int(sizes.max()), np.uint8)
+    padded[: data.size] = data
+    blobs = np.asarray(multihost_utils.process_allgather(padded))
+    return [json.loads(bytes(b[: int(n)]).decode()) for b, n in zip(blobs, sizes.ravel(),
+                                                                     strict=True)]
 
 
 def distributed_config(environ: Mapping[str, str] | None = None) -> dict | None:

@@ -36,6 +36,8 @@ def main(argv) -> None:
     from nbsp_jax.sharding import maybe_initialize_distributed
 
     maybe_initialize_distributed()  # multi-host launches only; before any JAX computation
+    import jax
+
     from nbsp_jax.config import validate
     from nbsp_jax.cycle import train_and_evaluate
 
@@ -48,6 +50,8 @@ def main(argv) -> None:
         # Bad input: the message names the value and the choices; no traceback needed.
         print(f"nbsp_jax.train: error: {e}", file=sys.stderr)
         sys.exit(2)
+    if jax.process_index() > 0:
+        return  # process 0 wrote the merged results and prints them
     print(format_summary(results))
     print(f"results: {os.path.abspath(os.path.join(workdir, 'results.json'))}")
     print(f"plots:   {', '.join(os.path.abspath(p) for p in results.get('plots', []))}")

@@ -108,10 +108,15 @@ def test_bad_config_is_rejected(field, value, needle):
         validate(c)
 
 
-def test_multi_process_run_is_refused_before_writing(tmp_path, monkeypatch):
+@pytest.mark.parametrize("overrides,needle", [
+    ({"num_seeds": 3}, r"num_seeds=3 must be a multiple of the number of processes \(2\)"),
+    ({"seed_offset": 2}, r"seed_offset=2: a multi-process run sets it per process"),
+])
+def test_bad_multi_process_run_is_refused_before_writing(tmp_path, monkeypatch, overrides,
+                                                          needle):
     monkeypatch.setattr(jax, "process_count", lambda: 2)
-    with pytest.raises(NotImplementedError, match=r"process_count\(\)=2"):
-        train_and_evaluate(tiny_config(), str(tmp_path / "w"))
+    with pytest.raises(ValueError, match=needle):
+        train_and_evaluate(tiny_config(**overrides), str(tmp_path / "w"))
     assert not (tmp_path / "w").exists()
 
 
