@@ -703,7 +703,8 @@ def _end_of_task(learner: Learner, state, recorder: GoalRecorder, keys, workdir:
             goal[s] = rec.ret[s]
             kinds.append("return")
         elif v.any() and goal[s][v].min() == goal[s][v].max():
-            print(f"[nbsp] seed {s}, task {task}: episode success is constant "
+            seed = learner.domain.config.seed_offset + s  # global index in multi-process runs
+            print(f"[nbsp] seed {seed}, task {task}: episode success is constant "
                   f"({goal[s][v].max():.0f}) over the {v.sum()} recorded steps; scoring with "
                   "episode return instead")
             goal[s] = rec.ret[s]
