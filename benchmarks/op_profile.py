@@ -47,13 +47,13 @@ def _dims(text: str) -> list[int]:
     return [int(x) for x in m.group(1).split(",") if x] if m else []
 
 
-def parse_hlo(text: str) -> tuple[dict, dict, str]:
+def parse_hlo(text: str) -> tuple[dict, str]:
     """Parses an optimized HLO module's text.
 
-    Returns ``(ops, computations, entry)``: each op's ``{kind, flops, shapes}`` (``flops`` =
+    Returns ``(ops, entry)``: each op's ``{kind, flops, shapes, comp}`` (``flops`` =
     matrix-product FLOPs of one execution of the op, counting fused, called and looped
-    computations, loops times their known trip count), each computation's body lines, and the
-    entry computation's name.
+    computations, loops times their known trip count; ``comp``: the computation holding it)
+    and the entry computation's name.
     """
     comps, name, body, entry = {}, None, [], ""
     for line in text.splitlines():
@@ -110,12 +110,12 @@ def parse_hlo(text: str) -> tuple[dict, dict, str]:
         return total
 
     visit(entry)
-    return ops, comps, entry
+    return ops, entry
 
 
 def program_flops(text: str) -> int:
     """Matrix-product FLOPs of one call of the program whose optimized HLO is ``text``."""
-    ops, comps, entry = parse_hlo(text)
+    ops, entry = parse_hlo(text)
     return sum(o["flops"] for o in ops.values() if o["comp"] == entry)
 
 
@@ -151,7 +151,7 @@ def profile(setting: str, hidden, batch: int, updates: int, top: int) -> dict:
     """Profiles one call of the update; returns the record ``main`` prints (see module doc)."""
     prep = _prepare(setting, hidden, batch, 1, updates, "sac", "vmap", "auto",
                     20_000 if setting == "atari" else 100_000)
-    ops, _, _ = parse_hlo(prep["compiled"].as_text())
+    ops, _ = parse_hlo(prep["compiled"].as_text())
     events = trace_events(lambda: prep["run"](prep["state"]))
     cats, names = collections.Counter(), collections.Counter()
     dots = []

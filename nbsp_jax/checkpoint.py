@@ -37,16 +37,14 @@ class Checkpointer:
         """``process_local``: in a multi-process run, this process saves its own arrays to its
         own ``workdir`` on its own schedule (no barriers with the other processes)."""
         self.directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
-        options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True)
+        options = {"max_to_keep": max_to_keep, "create": True}
         if process_local:
             i = jax.process_index()
             os.makedirs(self.directory, exist_ok=True)  # orbax: no create= with active_processes
-            options = ocp.CheckpointManagerOptions(
-                max_to_keep=max_to_keep, create=False,
-                multiprocessing_options=ocp.options.MultiprocessingOptions(
-                    primary_host=i, active_processes={i},
-                    barrier_sync_key_prefix=f"process_{i}"))
-        self._manager = ocp.CheckpointManager(self.directory, options=options)
+            options.update(create=False, multiprocessing_options=ocp.options.MultiprocessingOptions(
+                primary_host=i, active_processes={i}, barrier_sync_key_prefix=f"process_{i}"))
+        self._manager = ocp.CheckpointManager(
+            self.directory, options=ocp.CheckpointManagerOptions(**options))
         # Orbax refuses process-local jax.Arrays in a multi-process run: save NumPy copies.
         self._host_arrays = process_local
 

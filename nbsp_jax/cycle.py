@@ -191,15 +191,20 @@ def seed_keys(seed: int, num_seeds: int, offset: int = 0) -> jax.Array:
     return jax.vmap(lambda s: jax.random.fold_in(base, s))(offset + jnp.arange(num_seeds))
 
 
-def env_seed(config, phase: int, purpose: int = 0, restart: int = 0) -> int:
-    """Base environment seed of a pool (training: ``purpose`` 0; evaluation of task ``i``:
-    ``1 + i``, the same after every phase so that phases are compared on the same episodes).
+def env_seed(config, phase: int, purpose: int = 0, restart: int = 0,
+             envs_per_seed: int = 1) -> int:
+    """Base environment seed of a pool of ``envs_per_seed`` envs per seed (training:
+    ``purpose`` 0; evaluation of task ``i``: ``1 + i``, the same after every phase so that
+    phases are compared on the same episodes).
 
     Derived by hashing, so pools of different runs, phases, purposes and restarts practically
-    never share environment seeds (a pool uses ``base .. base + S * E - 1``).
+    never share environment seeds (a pool uses ``base .. base + S * E - 1``, env ``k`` seed
+    ``base + k``). The base is shifted by ``config.seed_offset * envs_per_seed``, so global seed
+    ``g``'s envs are the same whichever process of a multi-process run steps them.
     """
     seq = np.random.SeedSequence([config.seed, phase, purpose, restart])
-    return int(seq.generate_state(1)[0] % (2**31 - 2**20))
+    base = int(seq.generate_state(1)[0] % (2**31 - 2**20))
+    return base + config.seed_offset * envs_per_seed
 
 
 def evaluate(learner: Learner, actor_params, task: str, config, task_index: int) -> np.ndarray:
@@ -210,9 +215,8 @@ def evaluate(learner: Learner, actor_params, task: str, config, task_index: int)
     Atari: the policy's mean raw return of whole games, normalised by Table 7.
     """
     n, dom = config.eval_episodes, learner.domain
-    # Env k of a pool has env seed base + k: global seed g's envs are the same in any process.
-    base = env_seed(config, 0, 1 + task_index) + config.seed_offset * n
-    env = dom.make_env(task, n, base, train=False)
+    env = dom.make_env(task, n, env_seed(config, 0, 1 + task_index, envs_per_seed=n),
+                       train=False)
     keys = seed_keys(config.seed + 1 + task_index, config.num_seeds, config.seed_offset)
     obs = env.reset()
     success = np.zeros((config.num_seeds, n), bool)
@@ -497,8 +501,8 @@ def _train_phase(config, learner: Learner, run: Phase, phases: list, writers: Se
     returns = [deque(r, maxlen=config.success_window) for r in h["returns"]]
     active = np.array(h["active"], bool)
     seed_steps = np.array(h["seed_steps"], np.int64)
-    base = env_seed(config, phase, 0, h["restarts"]) + config.seed_offset * config.num_envs
-    env = dom.make_env(task, config.num_envs, base)
+    env = dom.make_env(task, config.num_envs,
+                       env_seed(config, phase, 0, h["restarts"], config.num_envs))
     obs = env.reset()
     start = dom.start_episode_rows(obs)  # Atari: the reset frames start the buffer's episodes
     if start is not None:
