@@ -14,9 +14,10 @@ CleanRL's two SAC scripts so that the JAX numbers of :mod:`update_throughput` /
   target critics (``tau = 0.005``) after every critic update, autotuned temperature (target
   entropy ``-|A|``), Adam lr 3e-4 (actor) and 1e-3 (critics, temperature); Meta-World shapes
   (obs 39, action 4, action scale 1). ``policy_frequency = 2``: one *macro step* is two critic
-  updates, each on a fresh batch, then two actor + temperature updates on the latest batch
-  (CleanRL's delayed update with its compensation loop). As in CleanRL the actor loss
-  backpropagates through the (not frozen) critics too; their gradients are discarded.
+  updates, each on a fresh batch, with two actor + temperature updates on the first batch
+  right after its critic update (CleanRL's delayed update with its compensation loop). As in
+  CleanRL the actor loss backpropagates through the (not frozen) critics too; their gradients
+  are discarded.
 - ``atari`` (``sac_atari.py``): actor and each critic own a Nature CNN (32 8x8/4, 64 4x4/2,
   64 3x3/1, ReLU) on uint8 ``[B, 4, 84, 84] / 255``, then the ``hidden`` ReLU layers, then 18
   outputs; Kaiming-normal weights, zero biases (CleanRL's ``layer_init``). One update = critic
@@ -180,12 +181,14 @@ class ContinuousReference:
         self.losses["alpha_loss"] = alpha_loss.detach()
 
     def step(self) -> None:
-        """One macro step: ``policy_frequency`` critic updates, then as many actor updates."""
-        for _ in range(self.policy_frequency):
+        """One macro step: ``policy_frequency`` critic updates; after the first, as many actor
+        updates on its batch (CleanRL's order, as ``sac.update_many``)."""
+        for j in range(self.policy_frequency):
             data = self.sample()
             self.critic_update(data)
-        for _ in range(self.policy_frequency):
-            self.actor_alpha_update(data["obs"])
+            if j == 0:
+                for _ in range(self.policy_frequency):
+                    self.actor_alpha_update(data["obs"])
 
     def modules(self) -> dict:
         return {"actor": self.actor, "qf1": self.qf1, "qf2": self.qf2,

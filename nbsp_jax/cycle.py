@@ -144,7 +144,9 @@ def make_learner(config: ml_collections.ConfigDict,
         sampler = domain.sampler(agent, buffer)
         if spec.replay:
             sampler = nbsp.replay_sampler(sampler, domain.sampler(agent, pre),
-                                          domain.nonempty(pre), config.replay_interval)
+                                          domain.nonempty(pre), config.replay_interval,
+                                          # discrete SAC: every network on every batch
+                                          getattr(agent, "policy_frequency", 1))
         new, info = domain.update_many(agent, state, sampler, num_updates, step0)
         # A seed that met the success threshold keeps its state (lockstep seeds still compute).
         return jax.tree.map(lambda n, o: jnp.where(active, n, o), new, state), info

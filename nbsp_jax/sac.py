@@ -7,8 +7,9 @@ seed; the training loop ``jax.vmap``s them over the seed axis. What matches Clea
   ``log(1 - tanh(x)^2 + 1e-6)`` (action scale 1: Meta-World actions lie in [-1, 1]);
 - twin critics ``qf1, qf2`` trained by one Adam on the sum of their MSE losses against
   ``r + gamma * (1 - terminated) * (min target Q(s', a') - alpha * log pi(a'|s'))``;
-- delayed policy updates: every ``policy_frequency`` critic updates, ``policy_frequency`` actor
-  and temperature updates on the latest batch (CleanRL's compensation loop);
+- delayed policy updates: at every gradient step ``g`` with ``g % policy_frequency == 0``, right
+  after that step's critic update, ``policy_frequency`` actor and temperature updates on the
+  same batch (CleanRL's compensation loop, in CleanRL's order);
 - autotuned temperature, ``log_alpha`` initialised at 0, target entropy ``-|A|``, Adam with the
   Q learning rate; Polyak averaging of the target critics after every critic update.
 
@@ -229,7 +230,10 @@ def update_many(
       state: one seed's learner state.
       sampler: where batches come from (see :func:`buffer_sampler`).
       num_updates: static; a multiple of ``agent.policy_frequency``.
-      step0: int32 scalar, the gradient-step counter before this call (drives replay cadence).
+      step0: int32 scalar, the gradient-step counter before this call, a multiple of
+        ``policy_frequency`` (the loop's counter always is). Batch ``i`` of the call is drawn
+        with ``sampler(key, step0 + i)``; the actor and temperature train on the batches with
+        ``(step0 + i) % policy_frequency == 0``.
 
     Returns:
       The new state and the mean of each loss over the call (scalars).
@@ -242,17 +246,19 @@ def update_many(
         state = carry
         key, *keys = jax.random.split(state.key, 2 * pf + 1)
         state = state._replace(key=key)
-        q_infos = []
+        q_infos, a_infos = [], []
         for j in range(pf):
             k_batch, k_upd = jax.random.split(keys[j])
             batch = sampler(k_batch, step0 + i * pf + j)
             state, info = critic_update(agent, state, batch, k_upd)
             q_infos.append(info)
-        a_infos = []
-        for j in range(pf):
-            # CleanRL's compensation loop: pf actor/alpha steps on the step's latest batch.
-            state, info = actor_alpha_update(agent, state, batch.obs, keys[pf + j])
-            a_infos.append(info)
+            if j == 0:
+                # CleanRL's delayed policy update: at the steps with g % pf == 0, pf actor and
+                # temperature steps on that step's batch, right after its critic step. So a
+                # batch the sampler replays at such a step feeds the actor as well.
+                for m in range(pf):
+                    state, info = actor_alpha_update(agent, state, batch.obs, keys[pf + m])
+                    a_infos.append(info)
         info = jax.tree.map(lambda *x: jnp.mean(jnp.stack(x)), *q_infos)
         info.update(jax.tree.map(lambda *x: jnp.mean(jnp.stack(x)), *a_infos))
         return state, info

@@ -181,3 +181,77 @@ def test_constant_neurons_config_reaches_the_scores(mode, expected):
     _, scores, _, _ = learner.end_task(state, obs, act, goal, jnp.ones((2, t), bool),
                                        seed_keys(1, 2))
     np.testing.assert_allclose(scores["actor"]["fc0"][:, 0], expected, rtol=1e-6)
+
+
+# ---------------------------------------------- replay reaches every kind of update (Eq. 8)
+# Batches from the earlier-task buffer carry a tag in their observations; the wrapped updates
+# report, through the update's own loss averages, whether the batch each one consumed had it.
+
+
+def _tag_updates(monkeypatch, module, is_pre):
+    critic, actor = module.critic_update, module.actor_alpha_update
+
+    def tagged_critic(agent, state, batch, *args):
+        state, info = critic(agent, state, batch, *args)
+        return state, {**info, "q_replayed": is_pre(batch.obs).all().astype(jnp.float32)}
+
+    def tagged_actor(agent, state, obs, *args):
+        state, info = actor(agent, state, obs, *args)
+        return state, {**info, "actor_replayed": is_pre(obs).all().astype(jnp.float32)}
+
+    monkeypatch.setattr(module, "critic_update", tagged_critic)
+    monkeypatch.setattr(module, "actor_alpha_update", tagged_actor)
+
+
+def _tagged_buffer(capacity, tag):
+    buf = _filled(capacity, 0.0)
+    return buf._replace(data=buf.data._replace(obs=buf.data.obs.at[:, 0].set(tag)))
+
+
+@pytest.mark.parametrize("pf", [1, 2])
+def test_replayed_batches_reach_critics_actor_and_temperature(monkeypatch, pf):
+    """Through the learner's real update (``sac.update_many`` + the loop's replay sampler):
+    exactly 1 critic batch in 10 and 1 actor (= temperature) batch in 10 come from D_pre."""
+    _tag_updates(monkeypatch, sac, lambda obs: obs[:, 0] >= 1000)
+    learner = make_learner(_config("replay_only", policy_frequency=pf, chunk_steps=50))
+    state = jax.vmap(lambda key: sac.init_state(learner.agent, key))(seed_keys(0, 2))
+    current = jax.vmap(lambda _: _tagged_buffer(64, 0.0))(jnp.arange(2))
+    pre = jax.vmap(lambda _: _tagged_buffer(64, 1000.0))(jnp.arange(2))
+    n = 50  # updates per call, as the loop's chunk of 50 env steps
+    totals = np.zeros(2)
+    for step0 in (0, 50, 100, 150, 37500):
+        state, info = learner.update(state, current, pre, jnp.int32(step0), jnp.ones(2, bool))
+        q_count = np.asarray(info["q_replayed"]) * n  # [S]
+        actor_count = np.asarray(info["actor_replayed"]) * n
+        # The actor trains pf times on the batch of each group of pf steps whose group index
+        # m = g // pf is a multiple of 10.
+        groups = np.arange(step0 // pf, (step0 + n) // pf)
+        np.testing.assert_allclose(q_count, 5)
+        np.testing.assert_allclose(actor_count, pf * np.sum(groups % 10 == 0))
+        if step0 < 200:
+            totals += actor_count
+    np.testing.assert_allclose(totals, 200 / 10)  # over 4 consecutive calls: exactly 1/10
+
+
+def test_replayed_batches_reach_the_discrete_actor(monkeypatch):
+    """Discrete SAC updates every network on every batch: 1 in 10 for each."""
+    from nbsp_jax import sac_discrete
+
+    _tag_updates(monkeypatch, sac_discrete, lambda obs: obs[:, 0, 0, 0] == 255)
+    agent = sac_discrete.make_sac_discrete((4, 12, 12), 3, hidden=(4,),
+                                           convs=((4, 4, 2), (3, 3, 1), (2, 2, 1)),
+                                           batch_size=2)
+    state = sac_discrete.init_state(agent, jax.random.key(0))
+
+    def sampler_of(value):
+        obs = jnp.full((2, 4, 12, 12), value, jnp.uint8)
+        batch = replay.Transition(obs, jnp.zeros(2, jnp.int32), jnp.zeros(2), obs, jnp.zeros(2))
+        return lambda key, step: batch
+
+    sampler = nbsp.replay_sampler(sampler_of(0), sampler_of(255), jnp.array(True), 10)
+    run = jax.jit(lambda s, step0: sac_discrete.update_many(agent, s, sampler, 16, step0))
+    for step0 in (0, 16, 32, 4000):
+        state, info = run(state, jnp.int32(step0))
+        expected = np.sum(np.arange(step0, step0 + 16) % 10 == 0)
+        np.testing.assert_allclose(float(info["q_replayed"]) * 16, expected)
+        np.testing.assert_allclose(float(info["actor_replayed"]) * 16, expected)
