@@ -82,13 +82,28 @@ def base_config() -> ml_collections.ConfigDict:
     # ReLU): 'paper' (Eq. 3-4 as written: max(P(q > mean), P(q <= mean)), high when the goal
     # is imbalanced) or 'neutral' (0.5: no goal information). See the README's experiment.
     c.constant_neurons = "paper"
+    # Where the masks act: 'update' (after Adam: a masked unit moves mask times as far, the
+    # form of Algorithm 2 line 13) or 'gradient' (before Adam, as a literal PyTorch port
+    # `p.grad *= mask; opt.step()` does; Adam's second moment then undoes a constant factor
+    # within about 1 / (1 - b2) steps). See the README's ablation table.
+    c.mask_placement = "update"
     # Fraction of each network's hidden neurons that are skill neurons (Eq. 5, m = 20%).
     c.skill_proportion = 0.2
     # Restriction strength: skill neurons' updates are scaled by alpha * (1 - score) (Eq. 7).
     c.mask_alpha = 0.2
-    # Steps per seed recorded at the end of each task to score neurons (T; the paper gives no
-    # value). Rounded up to a multiple of num_envs.
+    # Which training steps of a task are scored (SPEC section 3): 'task' (a uniform sample of
+    # `score_steps` rows over every step of the task, kept online by reservoir sampling at
+    # bounded memory, so the window spans the task's learning, failures and successes) or
+    # 'last' (the last `score_steps` steps; a phase that ends at the success threshold then
+    # records ~90 % successes and Eq. 3-4 rank activation skew, see the permutation test).
+    c.score_window = "task"
+    # Rows per seed recorded to score neurons (T; the paper gives no value). Rounded up to a
+    # multiple of num_envs.
     c.score_steps = 10_000
+    # Also write each end-of-task record (obs, action, goal, episode ids) and the end-of-task
+    # networks to <workdir>/neurons/phaseNN_<task>_record.npz, for
+    # experiments/permutation_test.py (Meta-World: ~0.2 kB per row and seed).
+    c.save_score_record = False
     # Transitions per task copied into the earlier-task buffer (Table 6: 1e5).
     c.replay_store_size = 100_000
     # Every k-th gradient step samples from the earlier-task buffer (Eq. 8, Table 6: k = 10).
@@ -236,7 +251,8 @@ def validate(c: ml_collections.ConfigDict) -> None:
     Runs before any environment or network is built, so bad input costs nothing.
     """
     from nbsp_jax.envs import BACKENDS, check_task
-    from nbsp_jax.nbsp import MASK_POLICIES, MASK_TARGETS, METHODS, SELECTORS
+    from nbsp_jax.nbsp import MASK_PLACEMENTS, MASK_POLICIES, MASK_TARGETS, METHODS, SELECTORS
+    from nbsp_jax.recorder import SCORE_WINDOWS
 
     _positive(c, "num_seeds", "num_envs", "steps_per_task", "buffer_size", "batch_size",
               "policy_frequency", "updates_per_step", "chunk_steps", "success_window",
@@ -261,6 +277,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
     for name, choices in (("method", tuple(METHODS)), ("selector", SELECTORS),
                           ("seed_axis", ("vmap", "map")), ("act_on", ("learner", "host")),
                           ("constant_neurons", ("paper", "neutral")),
+                          ("mask_placement", MASK_PLACEMENTS), ("score_window", SCORE_WINDOWS),
                           ("mask_target", MASK_TARGETS), ("mask_policy", MASK_POLICIES)):
         if c[name] not in choices:
             raise ValueError(f"unknown config.{name} {c[name]!r}; valid choices: {choices}")
@@ -269,8 +286,9 @@ def validate(c: ml_collections.ConfigDict) -> None:
     if not 0.0 < c.success_threshold <= 1.0:
         raise ValueError(
             f"config.success_threshold must lie in (0, 1], got {c.success_threshold!r}")
-    if not isinstance(c.shard_seeds, bool):
-        raise ValueError(f"config.shard_seeds must be True or False, got {c.shard_seeds!r}")
+    for name in ("shard_seeds", "save_score_record"):
+        if not isinstance(c[name], bool):
+            raise ValueError(f"config.{name} must be True or False, got {c[name]!r}")
     if not c.checkpoint_every_s > 0:
         raise ValueError(f"config.checkpoint_every_s must be > 0, got {c.checkpoint_every_s!r}")
     if not 0.0 <= c.mask_alpha <= 1.0:

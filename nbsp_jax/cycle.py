@@ -48,8 +48,22 @@ class Learner(NamedTuple):
     act_eval: callable  # (actor_params, obs [S,E,...], keys) -> (actions [S,E,...], keys)
     add: callable  # (buffer, staged rows [S,...]) -> buffer
     update: callable  # (state, buffer, pre_buffer, step0, active [S]) -> (state, info)
-    end_task: callable  # (state, obs, action, goal, valid, keys) -> (state, scores, masks, skill)
+    end_task: callable  # (state, obs, action, goal, valid, keys) -> EndOfTask
     store: callable  # (pre_buffer, buffer, keys, slot) -> pre_buffer
+    probe: callable  # (actor_params, obs [S, n, ...]) -> policy outputs [S, n, ...]
+    drift: callable  # (actor_params, obs [S, H, n, ...], ref [S, H, n, ...]) -> [S, H]
+
+
+class EndOfTask(NamedTuple):
+    """What scoring at the end of a task gives, each ``[S, ...]``: the state with its new
+    masks, and ``{net: {layer: [S, N]}}`` goal scores, masks, skill-neuron and constant-unit
+    flags."""
+
+    state: object
+    scores: dict
+    masks: dict
+    skill: dict
+    constant: dict
 
 
 def over_seeds(fn, mode: str, in_axes):
@@ -125,7 +139,13 @@ def make_learner(config: ml_collections.ConfigDict,
     spec = nbsp.method_spec(config.method)
     domain = get_domain(config)
     actor = actor_device(config)
-    masked = lambda lr: optax.chain(domain.adam(lr), masked_scale()) if spec.masks else None
+    def masked(lr):
+        if not spec.masks:
+            return None
+        if config.mask_placement == "gradient":  # a literal port: scale the gradient for Adam
+            return optax.chain(masked_scale(), domain.adam(lr))
+        return optax.chain(domain.adam(lr), masked_scale())  # scale Adam's step (Alg. 2 l. 13)
+
     agent = domain.make_agent(masked(config.policy_lr), masked(config.q_lr))
     num_updates = domain.updates_per_chunk()
 
@@ -152,15 +172,19 @@ def make_learner(config: ml_collections.ConfigDict,
         return jax.tree.map(lambda n, o: jnp.where(active, n, o), new, state), info
 
     def end_task(state, obs, action, goal, valid, key):
-        scores, rank = nbsp.score_networks(agent, state, obs, action, goal, valid, key,
-                                           config.selector,
-                                           config.constant_neurons == "neutral",
-                                           domain.record_chunk)
+        scores, rank, constant = nbsp.score_networks(
+            agent, state, obs, action, goal, valid, key, config.selector,
+            config.constant_neurons == "neutral", domain.record_chunk)
         masks, skill = nbsp.build_masks(scores, rank, config.skill_proportion,
                                         config.mask_alpha, spec.hard)
         if spec.masks:
             state = nbsp.install_masks(state, masks, config.mask_target, config.mask_policy)
-        return state, scores, masks, skill
+        return EndOfTask(state, scores, masks, skill, constant)
+
+    def drift(actor_params, obs, ref):
+        # Mean squared change of the policy's output on each earlier task's probe states.
+        now = jax.vmap(lambda o: domain.probe_action(agent, actor_params, o))(obs)
+        return ((now - ref) ** 2).mean(axis=tuple(range(1, now.ndim)))
 
     return Learner(
         domain=domain,
@@ -174,6 +198,8 @@ def make_learner(config: ml_collections.ConfigDict,
         update=jax.jit(seeded(over_seeds(update, config.seed_axis, in_axes=(0, 0, 0, None, 0)),
                               (0, 0, 0, None, 0)), donate_argnums=0),
         end_task=jax.jit(seeded(jax.vmap(end_task), (0,) * 6)),
+        probe=jax.jit(jax.vmap(lambda p, o: domain.probe_action(agent, p, o))),
+        drift=jax.jit(jax.vmap(drift)),
         store=jax.jit(seeded(jax.vmap(domain.store, in_axes=(0, 0, 0, None)), (0, 0, 0, None)),
                       donate_argnums=0),
     )
@@ -183,7 +209,8 @@ def compilations(learner: Learner) -> dict:
     """How many times each jitted learner function was compiled in this process (1 each when
     nothing recompiled after the first phase; new masks, tasks and buffers are new values)."""
     return {name: getattr(learner, name)._cache_size()
-            for name in ("act", "act_eval", "add", "update", "end_task", "store")}
+            for name in ("act", "act_eval", "add", "update", "end_task", "store", "probe",
+                         "drift")}
 
 
 def seed_keys(seed: int, num_seeds: int, offset: int = 0) -> jax.Array:
@@ -282,7 +309,10 @@ def _fresh_buffer(config, domain, mesh=None):
     return jax.jit(fresh, out_shardings=None if mesh is None else sh.seed_sharding(mesh))()
 
 
-_SEEDED = ("state", "buffer", "pre", "act_keys", "task_keys")  # the recorder is [T, S, ...]
+_SEEDED = ("state", "buffer", "pre", "act_keys", "task_keys", "probes")  # recorder: [T, S, ..]
+
+# States per task on which the actor's drift is measured after later tasks.
+PROBES = 1000
 
 
 def _place(device: dict, mesh) -> dict:
@@ -292,10 +322,13 @@ def _place(device: dict, mesh) -> dict:
     return {k: sh.shard_seeds(v, mesh) if k in _SEEDED else v for k, v in device.items()}
 
 
-def _recorder(config, domain, rows: int | None = None) -> GoalRecorder:
+def _recorder(config, domain, rows: int | None = None, phase: int = 0) -> GoalRecorder:
     rows = -(-config.score_steps // config.num_envs) if rows is None else rows
+    # The reservoir's hash differs per run, process block and phase.
+    salt = (config.seed * 1009 + config.seed_offset) * 1013 + phase
     return GoalRecorder(rows, config.num_seeds, config.num_envs, domain.obs_shape,
-                        domain.action_shape, domain.obs_dtype, domain.action_dtype)
+                        domain.action_shape, domain.obs_dtype, domain.action_dtype,
+                        config.score_window, salt)
 
 
 def _init_run(config, learner: Learner, num_phases: int) -> Phase:
@@ -311,6 +344,13 @@ def _init_run(config, learner: Learner, num_phases: int) -> Phase:
     recorder = _recorder(config, dom)
     device = {"state": state, "buffer": _fresh_buffer(config, dom, learner.mesh), "pre": pre,
               "act_keys": act_keys, "task_keys": task_keys, "recorder": recorder.arrays()}
+    if dom.probe_action is not None:
+        # Per task, PROBES recorded states and the policy's output on them at the task's end.
+        out = jax.eval_shape(learner.probe, state.params.actor,
+                             jnp.zeros((S, PROBES, *dom.obs_shape), dom.obs_dtype))
+        device["probes"] = {
+            "obs": jnp.zeros((S, num_phases, PROBES, *dom.obs_shape), dom.obs_dtype),
+            "ref": jnp.zeros((S, num_phases, *out.shape[1:]), out.dtype)}
     host = {
         "phase": 0, "steps": 0, "grad_step": 0, "saves": 0, "restarts": 0, "wall_s": 0.0,
         "seed_steps": [0] * S, "active": [True] * S, "steps_to_threshold": [None] * S,
@@ -492,7 +532,7 @@ def _train_phase(config, learner: Learner, run: Phase, phases: list, writers: Se
         h["seed_steps"], h["active"] = [0] * S, [True] * S
         h["steps_to_threshold"] = [None] * S
         h["recent"], h["returns"] = [[] for _ in range(S)], [[] for _ in range(S)]
-    recorder = _recorder(config, dom)
+    recorder = _recorder(config, dom, phase=phase)
     if h["steps"] > 0:  # resumed mid-phase: the envs restart with new episodes
         recorder.load(d["recorder"], h["recorder"])
         recorder.cut()
@@ -603,8 +643,10 @@ def _train_phase(config, learner: Learner, run: Phase, phases: list, writers: Se
     # evaluate every task, checkpoint.
     task_keys, score_keys, store_keys = jax.vmap(
         lambda k: tuple(jax.random.split(k, 3)))(d["task_keys"])
-    state, goal_kind = _end_of_task(learner, state, recorder, score_keys, writers.workdir,
-                                    phase, task)
+    rec = recorder.result()
+    state, goal_kind, constant = _end_of_task(config, learner, state, rec, score_keys,
+                                              writers.workdir, phase, task)
+    drift = _probe_drift(config, learner, d, state, rec, phase)
     if learner.spec.replay and phase < len(phases) - 1:
         d["pre"] = learner.store(d["pre"], d["buffer"], store_keys, phase)
     evals = {}
@@ -623,6 +665,11 @@ def _train_phase(config, learner: Learner, run: Phase, phases: list, writers: Se
         "wall_s": time.perf_counter() - t_phase,
         **timers,
         "goal_metric": goal_kind,
+        # Per seed, {net/layer: units constant over the scoring window} and layer widths.
+        "constant_units": constant,
+        # Per seed, the policy's mean squared output change on each earlier task's probe
+        # states since the end of that task (deterministic action for Meta-World).
+        "actor_drift": drift,
     })
     d.update(state=state, act_keys=act_keys, task_keys=task_keys,
              buffer=d["buffer"], recorder=_recorder(config, dom).arrays())
@@ -688,19 +735,46 @@ def results_table(runs: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _end_of_task(learner: Learner, state, recorder: GoalRecorder, keys, workdir: str,
-                 phase: int, task: str):
-    """Scores neurons on the task's last recorded steps, installs masks, saves them as .npz.
+def _probe_drift(config, learner: Learner, d: dict, state, rec, phase: int) -> list | None:
+    """Actor drift on earlier tasks' probe states, then this task's probes (in ``d``).
+
+    Returns:
+      Per seed, ``[drift on task j for j < phase]``; None when the domain has no probes.
+    """
+    if "probes" not in d:
+        return None
+    probes = d["probes"]
+    drift = np.asarray(learner.drift(state.params.actor, probes["obs"], probes["ref"]))
+    # This task's probes: PROBES valid recorded rows, drawn without replacement.
+    rng = np.random.default_rng([config.seed, config.seed_offset, phase])
+    obs = np.zeros((config.num_seeds, PROBES, *rec.obs.shape[2:]), rec.obs.dtype)
+    for s in range(config.num_seeds):
+        rows = np.flatnonzero(rec.valid[s])
+        rows = rng.choice(rows, PROBES, replace=rows.size < PROBES) if rows.size else rows
+        obs[s, : rows.size] = rec.obs[s, rows]
+    obs = jnp.asarray(obs)
+    ref = learner.probe(state.params.actor, obs)
+    d["probes"] = {"obs": probes["obs"].at[:, phase].set(obs),
+                   "ref": probes["ref"].at[:, phase].set(ref)}
+    return drift[:, :phase].tolist()
+
+
+def _end_of_task(config, learner: Learner, state, rec, keys, workdir: str, phase: int,
+                 task: str):
+    """Scores neurons on the task's recorded steps, installs masks, saves them as .npz.
 
     The goal metric is episode success (Meta-World) or the raw return of the game (Atari). A
     Meta-World seed whose recorded success is constant (all episodes succeeded, or none)
     carries no goal information, so that seed falls back to the episode return, a graded
     metric (SPEC section 3), and the switch is logged.
 
+    Args:
+      rec: the task's :class:`~nbsp_jax.recorder.Recorded` steps.
+
     Returns:
-      The new state and, per seed, the goal metric used (``'success'`` or ``'return'``).
+      The new state, per seed the goal metric used (``'success'`` or ``'return'``), and per
+      seed ``{'net/layer': [constant units, width]}``.
     """
-    rec = recorder.result()
     goal = rec.success.copy()
     kinds = []
     for s in range(goal.shape[0]):
@@ -717,17 +791,43 @@ def _end_of_task(learner: Learner, state, recorder: GoalRecorder, keys, workdir:
             kinds.append("return")
         else:
             kinds.append("success")
-    state, scores, masks, skill = learner.end_task(
-        state, jnp.asarray(rec.obs), jnp.asarray(rec.action), jnp.asarray(goal),
-        jnp.asarray(rec.valid), keys)
+    out = learner.end_task(state, jnp.asarray(rec.obs), jnp.asarray(rec.action),
+                           jnp.asarray(goal), jnp.asarray(rec.valid), keys)
     arrays = {"goal_metric_is_return": np.array([k == "return" for k in kinds])}
-    for name, tree in (("score", scores), ("mask", masks), ("skill", skill)):
+    trees = {"score": out.scores, "mask": out.masks, "skill": out.skill,
+             "constant": out.constant}
+    for name, tree in trees.items():
         for net, layers in tree.items():
             for layer, value in layers.items():
                 arrays[f"{net}/{layer}/{name}"] = np.asarray(value)
-    os.makedirs(os.path.join(workdir, "neurons"), exist_ok=True)
-    np.savez(os.path.join(workdir, "neurons", f"phase{phase + 1:02d}_{task}.npz"), **arrays)
-    return state, kinds
+    folder = os.path.join(workdir, "neurons")
+    os.makedirs(folder, exist_ok=True)
+    stem = os.path.join(folder, f"phase{phase + 1:02d}_{task}")
+    np.savez(stem + ".npz", **arrays)
+    if config.save_score_record:
+        _save_record(stem + "_record.npz", rec, goal, state)
+    constant = [{f"{net}/{layer}": [int(v[s].sum()), int(v.shape[-1])]
+                 for net, layers in out.constant.items() for layer, v in
+                 jax.device_get(layers).items()} for s in range(goal.shape[0])]
+    for s, counts in enumerate(constant):
+        seed = config.seed_offset + s
+        print(f"[nbsp] seed {seed}, task {task}: units constant over the scoring window: "
+              + ", ".join(f"{k} {c}/{n}" for k, (c, n) in counts.items()))
+    return out.state, kinds, constant
+
+
+def _save_record(path: str, rec, goal: np.ndarray, state) -> None:
+    """The scoring record and the end-of-task networks, for experiments/permutation_test.py:
+    ``obs, action, success, ret, goal, valid, episode, step`` ``[S, T, ...]`` and the
+    networks' parameters as ``params/{actor,qf1,qf2}/<path>`` ``[S, ...]``."""
+    from flax import traverse_util
+
+    p = jax.device_get(state.params)
+    nets = {"actor": p.actor, "qf1": p.q["qf1"], "qf2": p.q["qf2"]}
+    flat = traverse_util.flatten_dict(nets, sep="/")
+    np.savez_compressed(path, obs=rec.obs, action=rec.action, success=rec.success, ret=rec.ret,
+                        goal=goal, valid=rec.valid, episode=rec.episode, step=rec.step,
+                        **{f"params/{k}": np.asarray(v) for k, v in flat.items()})
 
 
 def library_versions() -> dict:

@@ -86,6 +86,11 @@ class MetaWorld:
         """Meta-World evaluates the deterministic policy (tanh of the mean)."""
         return sac.deterministic_action(agent, actor_params, obs)
 
+    @staticmethod
+    def probe_action(agent, actor_params, obs):
+        """The policy output whose drift on earlier tasks' states is logged: ``tanh(mean)``."""
+        return sac.deterministic_action(agent, actor_params, obs)
+
     # ---- buffers (one seed, jitted) ----
     def init_buffer(self):
         return replay.init_buffer(self.config.buffer_size, OBS_DIM, ACTION_DIM)
@@ -181,6 +186,8 @@ class Atari(MetaWorld):
     goal = "return"
     obs_shape, obs_dtype = (atari_replay.STACK, *atari_replay.FRAME_SHAPE), np.uint8
     action_shape, action_dtype = (), np.int32
+    # No drift probes: 1000 frame stacks per task would cost 28 MB per seed and task.
+    probe_action = None
     # Conv feature maps of T = 1e4 frames would need gigabytes; record 256 frames at a time.
     record_chunk = 256
     # EnvPool's reset step after a game over is a real step of the pool; Atari games differ in

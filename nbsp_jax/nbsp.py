@@ -33,6 +33,7 @@ NETWORKS = ("actor", "qf1", "qf2")
 SELECTORS = ("goal", "random", "activation", "weight")
 MASK_TARGETS = ("actor", "critic", "both")
 MASK_POLICIES = ("latest", "min")
+MASK_PLACEMENTS = ("update", "gradient")
 
 
 class MethodSpec(NamedTuple):
@@ -113,13 +114,16 @@ def score_networks(
       chunk: see :func:`record_networks`.
 
     Returns:
-      ``(goal_scores, rank_scores)``, each ``{net: {layer: [N]}}``.
+      ``(goal_scores, rank_scores, constant)``, each ``{net: {layer: [N]}}``; ``constant``
+      (bool) marks the neurons whose activation never changed over the valid steps.
     """
     acts = record_networks(agent, state, obs, action, chunk)
     goal_scores = {n: neurons.score_layers(a, goal, valid, neutral_constant)
                    for n, a in acts.items()}
+    constant = {n: {k: neurons.constant_units(v, valid) for k, v in a.items()}
+                for n, a in acts.items()}
     if selector == "goal":
-        return goal_scores, goal_scores
+        return goal_scores, goal_scores, constant
     rank = {}
     for i, (net, layer_acts) in enumerate(acts.items()):
         if selector == "random":
@@ -131,7 +135,7 @@ def score_networks(
             rank[net] = neurons.weight_scores(_net_params(state, net), list(layer_acts))
         else:
             raise ValueError(f"unknown selector {selector!r}; valid choices: {SELECTORS}")
-    return goal_scores, rank
+    return goal_scores, rank, constant
 
 
 def build_masks(goal_scores: dict, rank_scores: dict, proportion: float, alpha: float,

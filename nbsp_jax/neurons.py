@@ -31,6 +31,7 @@ from nbsp_jax.masking import layer_paths
 __all__ = [
     "activation_scores",
     "channel_mean",
+    "constant_units",
     "is_constant",
     "neuron_masks",
     "num_selected",
@@ -96,10 +97,24 @@ def skill_scores(act: jax.Array, goal: jax.Array, valid: jax.Array | None = None
     r_over = (agree * w[:, None]).sum(axis=0) / denom
     score = jnp.maximum(r_over, 1.0 - r_over)
     if neutral_constant:
-        hi = jnp.max(jnp.where(w[:, None] > 0, act, -jnp.inf), axis=0)
-        lo = jnp.min(jnp.where(w[:, None] > 0, act, jnp.inf), axis=0)
-        score = jnp.where(hi > lo, score, 0.5)
+        score = jnp.where(constant_units(act, valid), 0.5, score)
     return jnp.where(count > 0, score, 0.5)
+
+
+def constant_units(act: jax.Array, valid: jax.Array | None = None) -> jax.Array:
+    """Which neurons never change over the (valid) recorded steps, e.g. dead ReLU units.
+
+    Args:
+      act: activations ``[T, N]``.
+      valid: optional ``[T]`` bool.
+
+    Returns:
+      ``[N]`` bool, True where ``max == min`` over the valid steps (True for all with none).
+    """
+    w = _valid_weights(valid, act.shape[0])[:, None] > 0
+    hi = jnp.max(jnp.where(w, act, -jnp.inf), axis=0)
+    lo = jnp.min(jnp.where(w, act, jnp.inf), axis=0)
+    return ~(hi > lo)
 
 
 def score_layers(

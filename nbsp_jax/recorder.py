@@ -1,10 +1,15 @@
-"""Host-side record of the last steps of a task, with each step's goal metric (SPEC section 3).
+"""Host-side record of a task's training steps, with each step's goal metric (SPEC section 3).
 
-The skill-neuron scores need, for the last ``T`` steps of training on a task, the observation,
+The skill-neuron scores need, for ``T`` recorded training steps of a task, the observation,
 the action and the goal metric of the episode that contains the step: Meta-World episode
 success (any step succeeded), Atari episode return. Episodes still running when the task ends
-use their value so far. The record is a ring, so it needs no advance knowledge of when the
-task ends (a phase can stop early at the success threshold).
+use their value so far. Two windows (``config.score_window``), neither of which needs advance
+knowledge of when the task ends (a phase can stop early at the success threshold):
+
+- ``'task'``: a uniform sample of ``T`` rows over every step of the task (reservoir
+  sampling, Algorithm R, with a counter-based hash as its random source, so the record is
+  reproducible and needs no RNG state in a checkpoint);
+- ``'last'``: a ring of the last ``T`` steps.
 """
 
 from __future__ import annotations
@@ -15,32 +20,51 @@ import numpy as np
 
 from nbsp_jax.envs import Step, seed_major
 
+SCORE_WINDOWS = ("task", "last")
+
+
+def _splitmix64(x: np.ndarray) -> np.ndarray:
+    """A counter-based 64-bit hash (SplitMix64's finaliser), elementwise on uint64."""
+    with np.errstate(over="ignore"):
+        z = x.astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return z ^ (z >> np.uint64(31))
+
 
 class Recorded(NamedTuple):
-    """Recorded steps per seed: obs ``[S, T, *obs]``, action ``[S, T, *action]``, goals and
-    valid ``[S, T]``."""
+    """Recorded steps per seed: obs ``[S, T, *obs]``, action ``[S, T, *action]``; goals, valid,
+    episode ids (unique within a seed) and the seed's step index of each row ``[S, T]``."""
 
     obs: np.ndarray
     action: np.ndarray
     success: np.ndarray
     ret: np.ndarray
     valid: np.ndarray
+    episode: np.ndarray
+    step: np.ndarray
 
 
 class GoalRecorder:
-    """Per seed, a ring of its last ``rows`` training steps of ``E`` envs (``T = rows * E``).
+    """Per seed, ``rows`` of its training steps of ``E`` envs (``T = rows * E``): the last
+    ``rows`` (``window='last'``) or a uniform sample of all of them (``window='task'``).
 
     Each seed has its own write position, so a seed that stopped training early (success
-    threshold) keeps the record of its own last ``rows`` training steps while the others go on.
+    threshold) keeps the record of its own training steps while the others go on.
     """
 
     def __init__(self, rows: int, num_seeds: int, num_envs: int, obs_dim, action_dim,
-                 obs_dtype=np.float32, action_dtype=np.float32):
+                 obs_dtype=np.float32, action_dtype=np.float32, window: str = "last",
+                 salt: int = 0):
         """``obs_dim``/``action_dim``: an int (vector) or a shape tuple (e.g. ``(4, 84, 84)``
-        uint8 Atari stacks, ``()`` for a discrete action)."""
+        uint8 Atari stacks, ``()`` for a discrete action). ``window``: one of
+        :data:`SCORE_WINDOWS`; ``salt``: seeds the reservoir's hash (e.g. run seed, phase)."""
+        if window not in SCORE_WINDOWS:
+            raise ValueError(f"unknown score window {window!r}; valid choices: {SCORE_WINDOWS}")
         s, e = num_seeds, num_envs
         shape = lambda d: (d,) if isinstance(d, int) else tuple(d)
-        self.rows = rows
+        self.rows, self.window, self.salt = rows, window, int(salt)
+        self.step = np.zeros((rows, s), np.int64)  # per-seed step index of each row
         self.obs = np.zeros((rows, s, e, *shape(obs_dim)), obs_dtype)
         self.action = np.zeros((rows, s, e, *shape(action_dim)), action_dtype)
         self.episode = np.zeros((rows, s, e), np.int64)
@@ -60,11 +84,21 @@ class GoalRecorder:
         ``active [S]`` (optional): seeds that are still training; steps of the others are
         recorded as invalid, so each seed's record ends where its training ended.
         """
-        sel = np.arange(len(self._ptr)) if active is None else np.nonzero(active)[0]
-        i = self._ptr[sel] % self.rows
+        seeds = np.arange(len(self._ptr)) if active is None else np.nonzero(active)[0]
+        sel, n = seeds, self._ptr[seeds]  # n: this row's index among the seed's steps
+        if self.window == "last":
+            i = n % self.rows
+        else:  # Algorithm R: row n replaces a uniform slot j < rows with probability rows/(n+1)
+            u64 = np.uint64
+            key = (u64(self.salt) << u64(40)) ^ (sel.astype(u64) << u64(32)) ^ n.astype(u64)
+            j = (_splitmix64(key) % (n + 1).astype(u64)).astype(np.int64)
+            i = np.where(n < self.rows, n, j)
+            keep = i < self.rows
+            sel, i, n = sel[keep], i[keep], n[keep]
         self.obs[i, sel], self.action[i, sel] = obs[sel], action[sel]
         self.valid[i, sel], self.episode[i, sel] = step.valid[sel], self._episode[sel]
-        self._ptr[sel] += 1
+        self.step[i, sel] = n
+        self._ptr[seeds] += 1
         self._ret += np.where(step.valid, step.reward, 0.0)
         self._succ |= step.success
         done = step.valid & (step.terminated | step.truncated)
@@ -88,7 +122,7 @@ class GoalRecorder:
     def arrays(self) -> dict:
         """Array state for a checkpoint (fixed shapes)."""
         return {"obs": self.obs, "action": self.action, "episode": self.episode,
-                "valid": self.valid, "running_episode": self._episode, "running_ret": self._ret,
+                "valid": self.valid, "step": self.step, "running_episode": self._episode, "running_ret": self._ret,
                 "running_succ": self._succ}
 
     def host_state(self) -> dict:
@@ -101,6 +135,7 @@ class GoalRecorder:
         """Restores what :meth:`arrays` and :meth:`host_state` returned."""
         self.obs, self.action = np.asarray(arrays["obs"]), np.asarray(arrays["action"])
         self.episode, self.valid = np.asarray(arrays["episode"]), np.asarray(arrays["valid"])
+        self.step = np.asarray(arrays["step"]).copy()
         self._episode = np.asarray(arrays["running_episode"]).copy()
         self._ret = np.asarray(arrays["running_ret"]).copy()
         self._succ = np.asarray(arrays["running_succ"]).copy()
@@ -112,8 +147,9 @@ class GoalRecorder:
         # Fixed length T (so the jitted scorer never recompiles); unfilled rows are invalid.
         n = self.rows
         s, e = self._episode.shape
-        # Row order per seed: oldest first.
-        order = np.stack([np.arange(p - n, p) % n if p >= n else np.arange(n)
+        # Row order per seed: oldest first (a reservoir's slots are in no time order).
+        ring = self.window == "last"
+        order = np.stack([np.arange(p - n, p) % n if ring and p >= n else np.arange(n)
                           for p in self._ptr], axis=1)  # [n, S]
         cols = np.arange(s)[None, :]
         ret = np.zeros((n, s, e))
@@ -127,6 +163,9 @@ class GoalRecorder:
                 ret[:, si, ei], succ[:, si, ei] = r[ids], c[ids]
         take = lambda x: x[order, cols]  # [n, S, E, ...] in per-seed time order
 
+        # Episode ids unique within a seed: env e's episode k -> k * E + e.
+        episode = take(self.episode) * e + np.arange(e)
+        step = np.repeat(take(self.step)[:, :, None], e, axis=2)
         return Recorded(seed_major(take(self.obs)), seed_major(take(self.action)),
                         seed_major(succ).astype(np.float32), seed_major(ret).astype(np.float32),
-                        seed_major(take(self.valid)))
+                        seed_major(take(self.valid)), seed_major(episode), seed_major(step))

@@ -270,3 +270,46 @@ def test_masks_from_layers_and_layer_paths():
         masks_from_layers(inner, {"fc9": vec, "conv0": conv, "fc0": vec})
     with pytest.raises(ValueError, match=r"layer 'fc0' has shape \(2,\)"):
         masks_from_layers(inner, {"fc0": jnp.ones(2)})
+
+
+@pytest.mark.parametrize("placement", ["update", "gradient"])
+def test_mask_placement_through_the_learners_optimizer(placement):
+    """The learner's actor optimizer, on a 2-unit layer with a constant gradient: 200 unmasked
+    steps, then unit 1 masked by c = 0.02. After Adam ('update') the unit moves c times as far
+    at every step; before Adam ('gradient') the factor fades as Adam's second moment forgets
+    the unmasked gradients, exactly as Adam's recurrence gives:
+    step_t = lr * m_t / (1 - b1^t) / (sqrt(v_t / (1 - b2^t)) + eps)."""
+    from nbsp_jax.config import base_config
+    from nbsp_jax.cycle import make_learner
+
+    c = base_config()
+    c.method, c.hidden, c.mask_placement = "nbsp", (8,), placement
+    opt = make_learner(c).agent.actor_opt
+    params = {"kernel": jnp.zeros((1, 2)), "bias": jnp.zeros(2)}
+    grads = jax.tree.map(jnp.ones_like, params)
+    lr, b1, b2, eps, cmask, n0, n1 = 3e-4, 0.9, 0.999, 1e-8, 0.02, 200, 8000
+
+    def run(state, n):
+        def body(s, _):
+            u, s = opt.update(grads, s, params)
+            return s, u["kernel"][0]
+        return jax.lax.scan(body, state, None, length=n)
+
+    state, _ = run(opt.init(params), n0)
+    state = set_masks(state, {"kernel": jnp.array([1.0, cmask]), "bias": jnp.array([1.0, cmask])})
+    _, steps = run(state, n1)
+    steps = -np.asarray(steps, np.float64)  # [n1, 2]: the two units' step sizes
+    np.testing.assert_allclose(steps[:, 0], lr, rtol=1e-4)  # the free unit
+    ratio = steps[:, 1] / steps[:, 0]
+    if placement == "update":
+        np.testing.assert_allclose(ratio, cmask, rtol=1e-4)
+        return
+    # Hand-computed Adam on the masked gradient sequence (1 for n0 steps, then c).
+    g = np.r_[np.ones(n0), np.full(n1, cmask)]
+    m = v = 0.0
+    expected = []
+    for t, gt in enumerate(g, start=1):
+        m, v = b1 * m + (1 - b1) * gt, b2 * v + (1 - b2) * gt**2
+        expected.append(lr * (m / (1 - b1**t)) / (np.sqrt(v / (1 - b2**t)) + eps))
+    np.testing.assert_allclose(steps[:, 1], expected[n0:], rtol=2e-3)
+    assert ratio[20] < 0.25 and ratio[-1] > 0.5  # the restriction fades: half gone by 8k steps

@@ -98,7 +98,7 @@ def test_method_switches(method):
     has_masks = any(isinstance(x, MaskedScaleState) for x in jax.tree.leaves(
         state.opt, is_leaf=lambda x: isinstance(x, MaskedScaleState)))
     assert has_masks == spec.masks
-    new, scores, masks, skill = _end_task(learner, state)
+    new, scores, masks, skill, _ = _end_task(learner, state)
     # 25% of 16 + 16 neurons per network = 8 skill neurons, per seed.
     assert int(sum(v.sum() for v in skill["actor"].values()) / 2) == 8
     if not spec.masks:
@@ -129,9 +129,9 @@ def test_method_switches(method):
 def test_mask_target_and_min_policy():
     learner = make_learner(_config("nbsp", mask_target="actor", mask_policy="min"))
     state = jax.vmap(lambda key: sac.init_state(learner.agent, key))(seed_keys(0, 2))
-    s1, _, m1, _ = _end_task(learner, state, seed=1)
+    s1, _, m1, _, _ = _end_task(learner, state, seed=1)
     np.testing.assert_array_equal(get_masks(s1.opt.q)["qf1"]["params"]["fc0"]["kernel"], 1.0)
-    s2, _, m2, _ = _end_task(learner, s1, seed=2)
+    s2, _, m2, _, _ = _end_task(learner, s1, seed=2)
     np.testing.assert_allclose(get_masks(s2.opt.actor)["params"]["fc1"]["bias"],
                                np.minimum(m1["actor"]["fc1"], m2["actor"]["fc1"]))
 
@@ -139,7 +139,7 @@ def test_mask_target_and_min_policy():
 def test_weight_selector_ranks_by_incoming_norm():
     learner = make_learner(_config("nbsp", selector="weight"))
     state = jax.vmap(lambda key: sac.init_state(learner.agent, key))(seed_keys(0, 2))
-    _, _, _, skill = _end_task(learner, state)
+    _, _, _, skill, _ = _end_task(learner, state)
     norms = {layer: np.linalg.norm(np.asarray(state.params.actor["params"][layer]["kernel"]),
                                    axis=1) for layer in ("fc0", "fc1")}  # [S, N]
     for seed in range(2):
@@ -178,9 +178,11 @@ def test_constant_neurons_config_reaches_the_scores(mode, expected):
     obs = jax.random.normal(jax.random.key(0), (2, t, 39))
     act = jnp.zeros((2, t, 4))
     goal = jnp.tile((jnp.arange(t) % 4 != 0).astype(jnp.float32), (2, 1))  # 75 % ones
-    _, scores, _, _ = learner.end_task(state, obs, act, goal, jnp.ones((2, t), bool),
-                                       seed_keys(1, 2))
-    np.testing.assert_allclose(scores["actor"]["fc0"][:, 0], expected, rtol=1e-6)
+    out = learner.end_task(state, obs, act, goal, jnp.ones((2, t), bool), seed_keys(1, 2))
+    np.testing.assert_allclose(out.scores["actor"]["fc0"][:, 0], expected, rtol=1e-6)
+    # The dead unit is reported as constant; the live ones of that layer are not.
+    constant = np.asarray(out.constant["actor"]["fc0"])  # [S, 16]
+    assert constant[:, 0].all() and not constant[:, 1:].any()
 
 
 # ---------------------------------------------- replay reaches every kind of update (Eq. 8)
@@ -255,3 +257,29 @@ def test_replayed_batches_reach_the_discrete_actor(monkeypatch):
         expected = np.sum(np.arange(step0, step0 + 16) % 10 == 0)
         np.testing.assert_allclose(float(info["q_replayed"]) * 16, expected)
         np.testing.assert_allclose(float(info["actor_replayed"]) * 16, expected)
+
+
+def test_task_window_is_a_uniform_sample_of_the_whole_task():
+    """score_window='task': 100 rows over 10,000 steps of 10-step episodes (odd ones succeed)
+    spread over the whole task, each row with its own episode's goal; 'last' keeps the end."""
+    records = {}
+    for window in ("task", "last"):
+        rec = GoalRecorder(rows=100, num_seeds=2, num_envs=1, obs_dim=1, action_dim=1,
+                           window=window, salt=3)
+        for t in range(10_000):
+            done, succ = t % 10 == 9, (t // 10) % 2 == 1 and t % 10 == 5
+            step = Step(np.zeros((2, 1, 1), np.float32), np.ones((2, 1), np.float32),
+                        np.zeros((2, 1), bool), np.full((2, 1), done), np.full((2, 1), succ),
+                        np.ones((2, 1), bool))
+            rec.add(np.full((2, 1, 1), t, np.float32), np.zeros((2, 1, 1)), step)
+        records[window] = rec.result()
+    out = records["task"]
+    np.testing.assert_array_equal(out.obs[..., 0], out.step)  # row t holds step t
+    np.testing.assert_array_equal(out.success, (out.step // 10) % 2)  # its episode's outcome
+    np.testing.assert_array_equal(out.episode, out.step // 10)
+    for s in range(2):
+        quarters = np.bincount(out.step[s] // 2500, minlength=4)
+        assert quarters.min() >= 15, quarters  # uniform: 25 expected per quarter
+        assert len(set(out.step[s].tolist())) == 100  # distinct steps
+    assert not np.array_equal(out.step[0], out.step[1])  # each seed samples on its own
+    np.testing.assert_array_equal(records["last"].step[0], np.arange(9_900, 10_000))

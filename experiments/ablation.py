@@ -1,0 +1,558 @@
+"""Runs the paper's ablation table (Tables 2, 3 and 9) at CPU scale and collects it to markdown.
+
+    python -m experiments.ablation --pair window [--pair button_window] [--arms all] \
+        [--seeds 5] [--variant cpu] [--runs runs/ablation] [--out results/ablation] \
+        [--collect-only] [--dry-run] [-- --config.x=y ...]
+
+Each arm (a method or an ablation of NBSP, see ``ARMS``) of each pair (a
+``configs/metaworld_<pair>.py``) is one ``python -m nbsp_jax.train`` subprocess, run one
+after another, writing ``<runs>/<pair>_<arm>/`` and logging to ``<runs>/<pair>_<arm>.log``.
+An arm whose workdir holds ``results.json`` is finished and skipped; any other is started, or
+resumed from its checkpoints (the train CLI resumes a workdir that holds the same config), so
+rerunning the same command after an interruption continues where it stopped. Arguments after
+``--`` are passed to every train command (e.g. ``-- --config.steps_per_task=2000``).
+
+After each arm, every finished run of the pair is collected into ``<out>/<pair>.md`` (ASR, FM,
+FWT per arm as mean +- standard error over seeds with a 95 % percentile bootstrap interval of
+the mean; the sr matrices; actor drift and constant units where the runs record them),
+``<out>/<pair>.json`` (all per-seed numbers) and the runs' ``success.png`` / ``sr.png``.
+The exit status is 1 if any arm failed (the others still run), 2 for bad arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import math
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from nbsp_jax import metrics
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIGS = os.path.join(ROOT, "configs")
+
+# Arm name -> train overrides, in table order.
+ARMS: dict[str, tuple[str, ...]] = {
+    "sac": ("--config.method=sac",),
+    "replay_only": ("--config.method=replay_only",),
+    "mask_only": ("--config.method=mask_only",),
+    "nbsp": ("--config.method=nbsp",),
+    "nbsp_hard": ("--config.method=nbsp_hard",),
+    "nbsp_random": ("--config.method=nbsp", "--config.selector=random"),
+    "nbsp_gradient": ("--config.method=nbsp", "--config.mask_placement=gradient"),
+}
+METRICS = ("asr", "fm", "fwt")
+BOOTSTRAP_RESAMPLES = 10_000
+BOOTSTRAP_SEED = 0
+
+
+# --- arguments ----------------------------------------------------------------------------
+
+
+def valid_pairs() -> list[str]:
+    """Returns the pair names that have a ``configs/metaworld_<pair>.py``, sorted."""
+    paths = glob.glob(os.path.join(CONFIGS, "metaworld_*.py"))
+    return sorted(os.path.basename(p)[len("metaworld_"):-len(".py")] for p in paths)
+
+
+def validate_pairs(pairs: Sequence[str]) -> list[str]:
+    """Checks pair names against ``configs/metaworld_*.py``.
+
+    Args:
+        pairs: pair names, e.g. ``['window', 'button_window']``.
+
+    Returns:
+        The pairs in the given order, without duplicates.
+
+    Raises:
+        ValueError: naming the first unknown pair and the valid choices, or if none is given.
+    """
+    choices = valid_pairs()
+    if not pairs:
+        raise ValueError(f"no --pair given; valid choices: {', '.join(choices)}")
+    for pair in pairs:
+        if pair not in choices:
+            raise ValueError(f"unknown pair {pair!r} (no configs/metaworld_{pair}.py); "
+                             f"valid choices: {', '.join(choices)}")
+    return list(dict.fromkeys(pairs))
+
+
+def validate_arms(arms: Sequence[str]) -> list[str]:
+    """Expands and checks arm names.
+
+    Args:
+        arms: arm names; an entry may hold several separated by commas, and ``'all'`` stands
+            for every arm of ``ARMS``.
+
+    Returns:
+        The arms in ``ARMS`` order, without duplicates.
+
+    Raises:
+        ValueError: naming the first unknown arm and the valid choices, or if none is given.
+    """
+    names = [a.strip() for entry in arms for a in entry.split(",") if a.strip()]
+    if not names:
+        raise ValueError(f"no arm given; valid choices: all, {', '.join(ARMS)}")
+    for name in names:
+        if name != "all" and name not in ARMS:
+            raise ValueError(f"unknown arm {name!r}; valid choices: all, {', '.join(ARMS)}")
+    if "all" in names:
+        return list(ARMS)
+    return [a for a in ARMS if a in names]
+
+
+def split_extra(argv: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Splits ``argv`` at the first ``--`` into (own arguments, extra train overrides)."""
+    argv = list(argv)
+    if "--" in argv:
+        i = argv.index("--")
+        return argv[:i], argv[i + 1:]
+    return argv, []
+
+
+# --- running ------------------------------------------------------------------------------
+
+
+def workdir_of(runs: str, pair: str, arm: str) -> str:
+    """Returns the workdir ``<runs>/<pair>_<arm>`` of one arm."""
+    return os.path.join(runs, f"{pair}_{arm}")
+
+
+def is_finished(workdir: str) -> bool:
+    """True when ``workdir`` holds a ``results.json`` (the train CLI writes it last)."""
+    return os.path.exists(os.path.join(workdir, "results.json"))
+
+
+def train_command(pair: str, arm: str, *, runs: str, seeds: int, variant: str,
+                  extra: Sequence[str] = (), python: str = sys.executable) -> list[str]:
+    """Builds the train command of one arm.
+
+    Args:
+        pair: a valid pair name (``configs/metaworld_<pair>.py``).
+        arm: a key of ``ARMS``.
+        runs: folder holding the workdirs.
+        seeds: ``config.num_seeds``.
+        variant: config variant (``'cpu'``, ``'smoke'``, ``''`` for the paper's values).
+        extra: further ``--config.x=y`` overrides, appended last (so they win).
+        python: interpreter.
+
+    Returns:
+        The argv list of ``python -m nbsp_jax.train ...``.
+    """
+    config = os.path.relpath(os.path.join(CONFIGS, f"metaworld_{pair}.py"))
+    if variant:
+        config += f":{variant}"
+    return [python, "-m", "nbsp_jax.train", "--config", config,
+            "--workdir", workdir_of(runs, pair, arm), f"--config.num_seeds={seeds}",
+            "--config.progress=False", *ARMS[arm], *extra]
+
+
+def run_arm(cmd: Sequence[str], log_path: str) -> int:
+    """Runs one train command with stdout and stderr appended to ``log_path``.
+
+    Returns:
+        The command's exit status.
+    """
+    os.makedirs(os.path.dirname(os.path.abspath(log_path)), exist_ok=True)
+    with open(log_path, "a") as log:
+        log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')}: {shlex.join(cmd)}\n")
+        log.flush()
+        return subprocess.run(list(cmd), stdout=log, stderr=subprocess.STDOUT).returncode
+
+
+# --- collecting ---------------------------------------------------------------------------
+
+
+def bootstrap_ci(values: Sequence[float], resamples: int = BOOTSTRAP_RESAMPLES,
+                 seed: int = BOOTSTRAP_SEED, level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean over seeds.
+
+    Args:
+        values: one value per seed, shape ``[S]``.
+        resamples: number of resamples of the seeds (with replacement).
+        seed: seed of ``numpy.random.default_rng``; the same input gives the same interval.
+        level: coverage of the interval.
+
+    Returns:
+        ``(lo, hi)``; ``(nan, nan)`` if any value is nan (e.g. FM of a one-phase run).
+    """
+    arr = np.asarray(values, dtype=np.float64)
+    if arr.size == 0 or not np.all(np.isfinite(arr)):
+        return math.nan, math.nan
+    rng = np.random.default_rng(seed)
+    means = arr[rng.integers(0, arr.size, size=(resamples, arr.size))].mean(axis=1)
+    q = 100.0 * (1.0 - level) / 2.0
+    lo, hi = np.percentile(means, [q, 100.0 - q])
+    return float(lo), float(hi)
+
+
+def _numbers(x: Any) -> list[float]:
+    """All finite numbers in a (nested) list / scalar; None, bools and others are dropped."""
+    if isinstance(x, list | tuple):
+        return [v for item in x for v in _numbers(item)]
+    if isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x):
+        return [float(x)]
+    return []
+
+
+def actor_drift(phases: Sequence[dict]) -> float | None:
+    """Mean of every ``actor_drift`` number over all phases, seeds and earlier tasks.
+
+    Args:
+        phases: the ``phases`` list of a ``results.json``; ``actor_drift`` of a phase is per
+            seed a list over earlier tasks (empty in the first phase), or absent.
+
+    Returns:
+        The mean, or None if no phase records a value.
+    """
+    values = [v for p in phases if isinstance(p, dict) for v in _numbers(p.get("actor_drift"))]
+    return float(np.mean(values)) if values else None
+
+
+def _unit_counts(x: Any) -> list[tuple[float, float]]:
+    """(constant units, units) per seed in a ``constant_units`` entry: per seed a dict
+    ``{net/layer: [constant, width]}`` summed over layers; a bare number counts with width
+    nan. Anything else is dropped."""
+    if isinstance(x, dict):
+        pairs = [v for v in x.values() if len(_numbers(v)) == 2]
+        if not pairs:
+            return []
+        return [(sum(_numbers(v)[0] for v in pairs), sum(_numbers(v)[1] for v in pairs))]
+    if isinstance(x, list | tuple):
+        return [c for item in x for c in _unit_counts(item)]
+    return [(v, math.nan) for v in _numbers(x)]
+
+
+def constant_units(phases: Sequence[dict]) -> dict[str, float] | None:
+    """Units constant over the scoring window, averaged over phases and seeds.
+
+    Args:
+        phases: the ``phases`` list of a ``results.json``; ``constant_units`` of a phase is
+            per seed ``{net/layer: [constant, width]}`` (all hidden layers of all networks), or
+            absent.
+
+    Returns:
+        ``{'count': mean number of constant units, 'fraction': mean share of all units (nan
+        when widths are unknown)}``, or None if no phase records a value.
+    """
+    counts = [c for p in phases if isinstance(p, dict)
+              for c in _unit_counts(p.get("constant_units"))]
+    if not counts:
+        return None
+    n, width = np.asarray(counts, dtype=np.float64).T
+    return {"count": float(n.mean()), "fraction": float((n / width).mean())}
+
+
+def config_mismatches(arm: str, config: dict) -> list[str]:
+    """Overrides of ``arm`` that the run's recorded config does not hold.
+
+    Args:
+        arm: a key of ``ARMS``.
+        config: the ``config`` dict of a ``results.json``.
+
+    Returns:
+        One ``'field: run has X, arm wants Y'`` line per mismatch (empty if none or unknown).
+    """
+    out = []
+    for override in ARMS[arm]:
+        field, want = override[len("--config."):].split("=", 1)
+        if field in config and str(config[field]) != want:
+            out.append(f"{field}: run has {config[field]!r}, arm wants {want!r}")
+    return out
+
+
+def collect_arm(workdir: str, arm: str) -> dict[str, Any]:
+    """Reads one finished run and computes its per-seed metrics and their summary.
+
+    Args:
+        workdir: folder holding ``results.json``.
+        arm: a key of ``ARMS`` (to check the run's config against it).
+
+    Returns:
+        ``{'workdir', 'tasks', 'seeds', 'sr' [S][H][H], 'per_seed': {metric: [S]},
+        'summary': {metric: {'mean', 'stderr', 'ci': [lo, hi]}}, 'actor_drift'
+        (:func:`actor_drift`), 'constant_units' (:func:`constant_units`), 'mismatches',
+        'versions', 'wall_s'}``.
+
+    Raises:
+        ValueError: if the run has no sr matrix (``eval_episodes=0``) or a malformed one.
+    """
+    with open(os.path.join(workdir, "results.json")) as f:
+        r = json.load(f)
+    if not r.get("sr"):
+        raise ValueError(f"{workdir}/results.json has no sr matrix (eval_episodes=0?)")
+    sr = np.asarray(r["sr"], dtype=np.float64)  # [S, H, H]
+    per_seed = metrics.metrics_for(sr, atari=False)
+    summary = {}
+    for name in METRICS:
+        s = metrics.summarize(per_seed[name])
+        summary[name] = {"mean": s["mean"], "stderr": s["stderr"],
+                         "ci": list(bootstrap_ci(per_seed[name]))}
+    phases = r.get("phases") or []
+    return {
+        "workdir": workdir,
+        "tasks": list(r.get("tasks") or []),
+        "seeds": int(sr.shape[0]),
+        "sr": sr.tolist(),
+        "per_seed": {name: [float(v) for v in per_seed[name]] for name in METRICS},
+        "summary": summary,
+        "actor_drift": actor_drift(phases),
+        "constant_units": constant_units(phases),
+        "mismatches": config_mismatches(arm, r.get("config") or {}),
+        "versions": r.get("versions") or {},
+        "wall_s": r.get("wall_s"),
+    }
+
+
+def collect(runs: str, pair: str, arms: Sequence[str] = tuple(ARMS)) -> dict[str, dict]:
+    """Collects the finished arms of one pair.
+
+    Args:
+        runs: folder holding the workdirs ``<pair>_<arm>``.
+        pair: pair name.
+        arms: arms to look for, in table order.
+
+    Returns:
+        ``arm -> collect_arm(...)`` for each arm whose workdir holds ``results.json``, in the
+        order of ``arms``; unfinished arms are left out.
+    """
+    out = {}
+    for arm in arms:
+        workdir = workdir_of(runs, pair, arm)
+        if is_finished(workdir):
+            out[arm] = collect_arm(workdir, arm)
+    return out
+
+
+def _num(x: float | None, fmt: str = "{:.3f}") -> str:
+    return "-" if x is None else ("nan" if math.isnan(x) else fmt.format(x))
+
+
+def format_cell(s: dict[str, Any]) -> str:
+    """``'mean ± se [lo, hi]'`` of one ``summary[metric]`` dict."""
+    lo, hi = s["ci"]
+    return f"{_num(s['mean'])} ± {_num(s['stderr'])} [{_num(lo)}, {_num(hi)}]"
+
+
+def format_sr(sr: Sequence[Sequence[float]], tasks: Sequence[str]) -> str:
+    """One seed's sr matrix in one line: ``'after open: 0.90, 0.00; after close: ...'``.
+
+    Rows are named by their phase's task, prefixed by the phase number when tasks repeat.
+    """
+    unique = len(set(tasks)) == len(tasks) == len(sr)
+    names = (list(tasks) if unique else
+             [f"{i + 1}:{tasks[i] if i < len(tasks) else '?'}" for i in range(len(sr))])
+    return "; ".join(f"after {n}: {', '.join(f'{v:.2f}' for v in row)}"
+                     for n, row in zip(names, sr, strict=True))
+
+
+def git_commit() -> str:
+    """Short commit of ``ROOT``, with ``+dirty`` when the working tree has changes."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, check=True,
+                                capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return commit + ("+dirty" if dirty else "")
+
+
+def markdown(pair: str, collected: dict[str, dict], *, command: str, commit: str,
+             missing: Sequence[str] = ()) -> str:
+    """The report of one pair.
+
+    Args:
+        pair: pair name.
+        collected: output of :func:`collect`.
+        command: the command line that produced it.
+        commit: git commit of the code.
+        missing: arms asked for but not finished (listed under the table).
+
+    Returns:
+        Markdown text: header (command, commit, versions of the first run), the metrics table,
+        the mean actor drift / constant units, and the sr matrices per arm and seed.
+    """
+    first = next(iter(collected.values()), {})
+    tasks = first.get("tasks", [])
+    lines = [
+        f"# Ablation: {pair}",
+        "",
+        f"- command: `{command}`",
+        f"- commit: `{commit}`",
+        f"- versions (first run): `{json.dumps(first.get('versions', {}))}`",
+        f"- phases: {' -> '.join(tasks) if tasks else '-'}",
+        "",
+        "ASR, FM, FWT per arm: mean ± standard error over seeds [95 % percentile bootstrap "
+        f"interval of the mean, {BOOTSTRAP_RESAMPLES} resamples].",
+        "",
+        "| arm | seeds | ASR | FM | FWT |",
+        "|---|---|---|---|---|",
+    ]
+    for arm, c in collected.items():
+        cells = " | ".join(format_cell(c["summary"][m]) for m in METRICS)
+        lines.append(f"| {arm} | {c['seeds']} | {cells} |")
+    if missing:
+        lines += ["", f"Not finished: {', '.join(missing)}."]
+    warnings = [f"{arm}: {m}" for arm, c in collected.items() for m in c["mismatches"]]
+    if warnings:
+        lines += ["", "**Config mismatches** (the run does not hold its arm's overrides):", ""]
+        lines += [f"- {w}" for w in warnings]
+    lines += ["", "Mean over phases and seeds of the per-phase entries (- where not recorded):",
+              "", "| arm | actor drift | constant units (share of all hidden units) |",
+              "|---|---|---|"]
+    for arm, c in collected.items():
+        units = c["constant_units"]
+        units_cell = "-" if units is None else (
+            f"{units['count']:.1f} ({_num(100 * units['fraction'], '{:.1f}')} %)")
+        lines.append(f"| {arm} | {_num(c['actor_drift'], '{:.3g}')} | {units_cell} |")
+    lines += ["", "sr[i][j] = success on the task of phase j after phase i:", "",
+              "| arm | seed | sr |", "|---|---|---|"]
+    for arm, c in collected.items():
+        for s, m in enumerate(c["sr"]):
+            lines.append(f"| {arm} | {s} | {format_sr(m, c['tasks'])} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_pair(out: str, pair: str, collected: dict[str, dict], *, command: str, commit: str,
+               missing: Sequence[str] = ()) -> str:
+    """Writes ``<out>/<pair>.md``, ``<out>/<pair>.json`` and copies the runs' plots.
+
+    Returns:
+        The markdown text written.
+    """
+    os.makedirs(out, exist_ok=True)
+    text = markdown(pair, collected, command=command, commit=commit, missing=missing)
+    with open(os.path.join(out, f"{pair}.md"), "w") as f:
+        f.write(text)
+    with open(os.path.join(out, f"{pair}.json"), "w") as f:
+        json.dump({"pair": pair, "command": command, "commit": commit,
+                   "missing": list(missing), "arms": collected}, f, indent=2)
+    for arm, c in collected.items():
+        for png in ("success", "sr"):
+            src = os.path.join(c["workdir"], f"{png}.png")
+            if os.path.exists(src):
+                shutil.copy(src, os.path.join(out, f"{pair}_{arm}_{png}.png"))
+    return text
+
+
+def collect_and_write(runs: str, out: str, pair: str, arms: Sequence[str], *, command: str,
+                      commit: str) -> dict[str, dict]:
+    """:func:`collect` then :func:`write_pair` (only when some arm has finished).
+
+    Returns:
+        The collected arms (possibly empty).
+    """
+    collected = collect(runs, pair, arms)
+    missing = [a for a in arms if a not in collected]
+    if not collected:
+        print(f"{pair}: no finished arm under {runs} yet; nothing written")
+        return collected
+    write_pair(out, pair, collected, command=command, commit=commit, missing=missing)
+    print(f"{pair}: {len(collected)}/{len(arms)} arms collected -> "
+          f"{os.path.join(out, pair + '.md')}")
+    return collected
+
+
+# --- main ---------------------------------------------------------------------------------
+
+
+def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
+    """Parses and validates the command line.
+
+    Returns:
+        (arguments with ``pair`` and ``arms`` validated lists, extra train overrides).
+
+    Raises:
+        ValueError: for an unknown pair or arm, or ``--seeds < 1``.
+    """
+    own, extra = split_extra(argv)
+    p = argparse.ArgumentParser(prog="python -m experiments.ablation",
+                                description=__doc__.split("\n")[0])
+    p.add_argument("--pair", action="append", default=[],
+                   help="configs/metaworld_<pair>.py; repeat for several")
+    p.add_argument("--arms", nargs="+", default=["all"],
+                   help=f"'all' or some of: {', '.join(ARMS)} (space or comma separated)")
+    p.add_argument("--seeds", type=int, default=5, help="config.num_seeds of every run")
+    p.add_argument("--variant", default="cpu", help="config variant ('' = paper values)")
+    p.add_argument("--runs", default="runs/ablation", help="folder of the workdirs and logs")
+    p.add_argument("--out", default="results/ablation", help="folder of the reports")
+    p.add_argument("--collect-only", action="store_true", help="only collect finished runs")
+    p.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
+    a = p.parse_args(own)
+    a.pair = validate_pairs(a.pair)
+    a.arms = validate_arms(a.arms)
+    if a.seeds < 1:
+        raise ValueError(f"--seeds must be >= 1, got {a.seeds}")
+    return a, extra
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs (or prints, or only collects) the arms of each pair, collecting after each arm.
+
+    Args:
+        argv: command-line arguments without the program name (default ``sys.argv[1:]``).
+
+    Returns:
+        Exit status: 0, 1 if any arm failed, 2 for bad arguments.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        a, extra = parse_args(argv)
+    except ValueError as e:
+        print(f"experiments.ablation: error: {e}", file=sys.stderr)
+        return 2
+    command = shlex.join(["python", "-m", "experiments.ablation", *argv])
+    commit = git_commit()
+    if a.collect_only:
+        for pair in a.pair:
+            collect_and_write(a.runs, a.out, pair, a.arms, command=command, commit=commit)
+        return 0
+    jobs = [(pair, arm) for pair in a.pair for arm in a.arms]
+    failed: list[str] = []
+    ran: set[str] = set()  # pairs collected after one of their arms ran
+    for n, (pair, arm) in enumerate(jobs, 1):
+        workdir = workdir_of(a.runs, pair, arm)
+        tag = f"[{n}/{len(jobs)}] {pair} {arm}"
+        if is_finished(workdir):
+            print(f"{tag}: skip ({workdir}/results.json exists)")
+            continue
+        cmd = train_command(pair, arm, runs=a.runs, seeds=a.seeds, variant=a.variant,
+                            extra=extra)
+        log = f"{workdir}.log"
+        if a.dry_run:
+            print(f"{tag}: {shlex.join(cmd)} > {log} 2>&1")
+            continue
+        print(f"{tag}: running, log {log}", flush=True)
+        t0 = time.perf_counter()
+        rc = run_arm(cmd, log)
+        took = time.perf_counter() - t0
+        if rc != 0:
+            failed.append(f"{pair}_{arm} (exit {rc}, see {log})")
+            print(f"{tag}: FAILED with exit status {rc} after {took:.0f} s; see {log}")
+        else:
+            print(f"{tag}: done in {took:.0f} s")
+        ran.add(pair)
+        collect_and_write(a.runs, a.out, pair, a.arms, command=command, commit=commit)
+    if a.dry_run:
+        return 0
+    for pair in (p for p in a.pair if p not in ran):  # every arm was finished already
+        collect_and_write(a.runs, a.out, pair, a.arms, command=command, commit=commit)
+    if failed:
+        print(f"{len(failed)} arm(s) failed: {'; '.join(failed)}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

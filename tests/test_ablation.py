@@ -1,0 +1,187 @@
+"""experiments/ablation.py: argument checks, collecting fake runs, dry-run commands; no training."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import pytest
+
+from experiments import ablation
+
+# Two seeds of a two-task run: sr[seed][i][j] = success on phase j's task after phase i.
+SR = [[[1.0, 0.0], [0.0, 1.0]],
+      [[0.8, 0.0], [0.4, 1.0]]]
+
+
+def _write_run(workdir, sr=SR, method="nbsp", phases=None) -> None:
+    """A fake finished run: results.json (as nbsp_jax.cycle writes it) and the two plots."""
+    os.makedirs(workdir, exist_ok=True)
+    results = {
+        "tasks": ["window-open", "window-close"],
+        "sr": sr,
+        "metrics": {"ignored": True},
+        "phases": phases if phases is not None else [
+            {"task": "window-open", "train_success_rate": [1.0, 0.8]},
+            {"task": "window-close", "train_success_rate": [1.0, 1.0]}],
+        "num_seeds": len(sr),
+        "method": method,
+        "config": {"method": method, "selector": "goal", "mask_placement": "update"},
+        "versions": {"nbsp_jax": "0.1.0", "jax": "x"},
+        "wall_s": 1.0,
+    }
+    with open(os.path.join(workdir, "results.json"), "w") as f:
+        json.dump(results, f)
+    for png in ("success.png", "sr.png"):
+        with open(os.path.join(workdir, png), "wb") as f:
+            f.write(b"png")
+
+
+def _stderr(a: float, b: float) -> float:
+    """Standard error of the mean of two values: std(ddof=1) / sqrt(2) = |a - b| / 2."""
+    return abs(a - b) / 2.0
+
+
+def test_bad_pair_and_arm_name_the_choices(capsys):
+    with pytest.raises(ValueError, match=r"unknown pair 'nope'.*valid choices: .*window"):
+        ablation.validate_pairs(["window", "nope"])
+    with pytest.raises(ValueError, match=r"unknown arm 'nbsp_soft'.*valid choices: all, sac"):
+        ablation.validate_arms(["sac,nbsp_soft"])
+    assert "button_window" in ablation.valid_pairs()
+    assert ablation.validate_arms(["all"]) == list(ablation.ARMS)
+    assert ablation.validate_arms(["nbsp_random,sac", "sac"]) == ["sac", "nbsp_random"]
+    # The CLI reports the same message and exits 2 before running anything.
+    assert ablation.main(["--pair", "nope", "--dry-run"]) == 2
+    assert "unknown pair 'nope'" in capsys.readouterr().err
+    assert ablation.main(["--pair", "window", "--arms", "bogus", "--dry-run"]) == 2
+    assert "unknown arm 'bogus'" in capsys.readouterr().err
+
+
+def test_collect_hand_computed_metrics(tmp_path):
+    runs, out = str(tmp_path / "runs"), str(tmp_path / "out")
+    # Per-phase entries as nbsp_jax.cycle records them: per seed, actor drift on each earlier
+    # task and {net/layer: [constant units, width]}.
+    _write_run(os.path.join(runs, "window_nbsp"), phases=[
+        {"task": "window-open", "actor_drift": [[], []],
+         "constant_units": [{"actor/fc0": [2, 10], "qf1/fc0": [0, 10]},
+                            {"actor/fc0": [4, 10], "qf1/fc0": [2, 10]}]},
+        {"task": "window-close", "actor_drift": [[0.1], [0.3]], "constant_units": None}])
+    _write_run(os.path.join(runs, "window_sac"), sr=[SR[1], SR[0]], method="sac")
+    collected = ablation.collect(runs, "window")
+    assert list(collected) == ["sac", "nbsp"]  # ARMS order; unfinished arms left out
+
+    # By hand, H = 2. Seed 0: ASR = (1/2)(1 + (0 + 1)/2) = 0.75, FWT = (1 + 1)/2 = 1,
+    # FM = max_{l in 0..0}(sr[l,0]) - sr[1,0] = 1 - 0 = 1.
+    # Seed 1: ASR = (1/2)(0.8 + (0.4 + 1)/2) = 0.75, FWT = (0.8 + 1)/2 = 0.9, FM = 0.8 - 0.4.
+    asr, fwt, fm = (0.75, 0.75), (1.0, 0.9), (1.0, 0.4)
+    c = collected["nbsp"]
+    assert c["seeds"] == 2
+    for name, want in (("asr", asr), ("fm", fm), ("fwt", fwt)):
+        assert c["per_seed"][name] == pytest.approx(list(want))
+        s = c["summary"][name]
+        assert s["mean"] == pytest.approx(sum(want) / 2)
+        assert s["stderr"] == pytest.approx(_stderr(*want))
+        lo, hi = s["ci"]
+        assert min(want) - 1e-12 <= lo <= s["mean"] <= hi <= max(want) + 1e-12
+    assert c["summary"]["fm"]["ci"][0] < c["summary"]["fm"]["ci"][1]  # seeds differ
+    assert c["summary"]["asr"]["ci"] == pytest.approx([0.75, 0.75])  # seeds agree
+    # Same numbers with the seeds swapped; the bootstrap is deterministic.
+    assert collected["sac"]["summary"]["fm"]["mean"] == pytest.approx(0.7)
+    assert ablation.bootstrap_ci([1.0, 0.4]) == ablation.bootstrap_ci([1.0, 0.4])
+    assert ablation.collect(runs, "window")["nbsp"]["summary"] == c["summary"]
+    assert all(math.isnan(v) for v in ablation.bootstrap_ci([1.0, math.nan]))
+    # Per-phase entries: mean over phases and seeds, None where never recorded.
+    assert c["actor_drift"] == pytest.approx(0.2)
+    assert c["constant_units"] == pytest.approx({"count": 4.0, "fraction": 0.2})
+    assert collected["sac"]["actor_drift"] is None
+    assert c["mismatches"] == [] and collected["sac"]["mismatches"] == []
+
+    text = ablation.write_pair(out, "window", collected, command="cmd", commit="abc1234",
+                               missing=["nbsp_hard"])
+    assert "| nbsp | 2 | 0.750 ± 0.000 [0.750, 0.750] | 0.700 ± 0.300 [" in text
+    assert "after window-open: 0.80, 0.00; after window-close: 0.40, 1.00" in text
+    assert "abc1234" in text and '"nbsp_jax": "0.1.0"' in text and "`cmd`" in text
+    assert "| nbsp | 0.2 | 4.0 (20.0 %) |" in text
+    assert "| sac | - | - |" in text and "Not finished: nbsp_hard." in text
+    with open(os.path.join(out, "window.json")) as f:
+        saved = json.load(f)
+    assert saved["arms"]["nbsp"]["per_seed"]["fm"] == pytest.approx([1.0, 0.4])
+    for arm in ("sac", "nbsp"):
+        for png in ("success", "sr"):
+            assert os.path.exists(os.path.join(out, f"window_{arm}_{png}.png"))
+
+
+def test_config_mismatch_is_reported(tmp_path):
+    runs = str(tmp_path / "runs")
+    _write_run(os.path.join(runs, "window_nbsp_random"), method="nbsp")  # selector 'goal'
+    c = ablation.collect(runs, "window", ["nbsp_random"])["nbsp_random"]
+    assert c["mismatches"] == ["selector: run has 'goal', arm wants 'random'"]
+
+
+def test_dry_run_prints_commands_and_skips_finished(tmp_path, capsys):
+    runs, out = str(tmp_path / "runs"), str(tmp_path / "out")
+    _write_run(os.path.join(runs, "window_nbsp"))
+    rc = ablation.main(["--pair", "window", "--arms", "nbsp,nbsp_random,nbsp_gradient",
+                        "--seeds", "3", "--runs", runs, "--out", out, "--dry-run",
+                        "--", "--config.steps_per_task=100"])
+    assert rc == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 3
+    assert "window nbsp: skip" in lines[0]
+    random = os.path.join(runs, "window_nbsp_random")
+    config = os.path.relpath(os.path.join(ablation.CONFIGS, "metaworld_window.py"))
+    assert config.endswith(os.path.join("configs", "metaworld_window.py"))
+    assert (f"-m nbsp_jax.train --config {config}:cpu --workdir {random} "
+            "--config.num_seeds=3 --config.progress=False --config.method=nbsp "
+            f"--config.selector=random --config.steps_per_task=100 > {random}.log 2>&1"
+            ) in lines[1]
+    assert "--config.method=nbsp --config.mask_placement=gradient" in lines[2]
+    assert not os.path.exists(out)  # a dry run writes nothing
+    cmd = ablation.train_command("button_window", "nbsp_hard", runs="r", seeds=5, variant="",
+                                 python="python")
+    assert cmd[:5] == ["python", "-m", "nbsp_jax.train", "--config",
+                       os.path.relpath(os.path.join(ablation.CONFIGS,
+                                                    "metaworld_button_window.py"))]
+    assert cmd[5:] == ["--workdir", os.path.join("r", "button_window_nbsp_hard"),
+                       "--config.num_seeds=5", "--config.progress=False",
+                       "--config.method=nbsp_hard"]
+
+
+def test_collect_only_writes_report(tmp_path, capsys):
+    runs, out = str(tmp_path / "runs"), str(tmp_path / "out")
+    _write_run(os.path.join(runs, "window_sac"), method="sac")
+    assert ablation.main(["--pair", "window", "--runs", runs, "--out", out,
+                          "--collect-only"]) == 0
+    with open(os.path.join(out, "window.md")) as f:
+        text = f.read()
+    assert "--collect-only" in text and "| sac | 2 |" in text
+    assert "Not finished: replay_only, mask_only, nbsp, nbsp_hard" in text
+
+
+def test_failed_arm_is_reported_and_the_next_one_runs(tmp_path, monkeypatch, capsys):
+    runs, out = str(tmp_path / "runs"), str(tmp_path / "out")
+    calls = []
+
+    def fake_run_arm(cmd, log_path):
+        """Fails the sac arm; 'finishes' the others by writing their results.json."""
+        workdir = cmd[cmd.index("--workdir") + 1]
+        calls.append(os.path.basename(workdir))
+        if workdir.endswith("_sac"):
+            return 3
+        _write_run(workdir, method="nbsp")
+        return 0
+
+    monkeypatch.setattr(ablation, "run_arm", fake_run_arm)
+    rc = ablation.main(["--pair", "window", "--arms", "sac,nbsp", "--runs", runs, "--out", out])
+    assert rc == 1 and calls == ["window_sac", "window_nbsp"]
+    printed = capsys.readouterr().out
+    assert "window sac: FAILED with exit status 3" in printed
+    assert "1 arm(s) failed: window_sac (exit 3" in printed
+    with open(os.path.join(out, "window.md")) as f:
+        assert "Not finished: sac." in f.read()
+    # Rerunning skips the finished arm and retries only the failed one.
+    calls.clear()
+    assert ablation.main(["--pair", "window", "--arms", "sac,nbsp", "--runs", runs,
+                          "--out", out]) == 1
+    assert calls == ["window_sac"]
