@@ -313,6 +313,8 @@ _SEEDED = ("state", "buffer", "pre", "act_keys", "task_keys", "probes")  # recor
 
 # States per task on which the actor's drift is measured after later tasks.
 PROBES = 1000
+# Folder of a run that holds its checkpoint at the end of phase 1's training.
+FORK_POINT = "fork_point"
 
 
 def _place(device: dict, mesh) -> dict:
@@ -562,6 +564,18 @@ def _train_phase(config, learner: Learner, run: Phase, phases: list, writers: Se
     timers = {"env_s": 0.0, "act_s": 0.0, "learn_s": 0.0}
     base_step = phase * config.steps_per_task
 
+    def save_here(checkpointer):
+        # Checkpoints the phase as it stands mid-loop (d, h are rebound to what was saved).
+        nonlocal d, h
+        d.update(state=state, act_keys=act_keys, recorder=recorder.arrays())
+        h.update(steps=steps, grad_step=grad_step, seed_steps=seed_steps.tolist(),
+                 active=active.tolist(), recent=[list(r) for r in recent],
+                 returns=[list(r) for r in returns], recorder=recorder.host_state(),
+                 rng=rng.bit_generator.state)
+        writers.flush()
+        run = _save(checkpointer, Phase(d, h), writers, t_start, phases)
+        d, h = dict(run.device), dict(run.host)
+
     while steps < config.steps_per_task and active.any():
         stage = dom.new_stage()
         for k in range(K):
@@ -626,18 +640,17 @@ def _train_phase(config, learner: Learner, run: Phase, phases: list, writers: Se
         progress.update(base_step + steps, f"{task} ({phase + 1}/{len(phases)})", sps,
                         dom.progress_text(recent, returns))
         if time.perf_counter() - last_save >= config.checkpoint_every_s:
-            d.update(state=state, act_keys=act_keys, recorder=recorder.arrays())
-            h.update(steps=steps, grad_step=grad_step, seed_steps=seed_steps.tolist(),
-                     active=active.tolist(), recent=[list(r) for r in recent],
-                     returns=[list(r) for r in returns], recorder=recorder.host_state(),
-                     rng=rng.bit_generator.state)
-            writers.flush()
-            run = _save(ckpt, Phase(d, h), writers, t_start, phases)
-            d, h = dict(run.device), dict(run.host)
+            save_here(ckpt)
             last_save = time.perf_counter()
     env.close()
     if pending is not None:  # the last update's losses (overlap mode)
         _check_finite(jax.device_get(pending[0]), phase, task, pending[1])
+    if phase == 0 and config.save_fork_point and not h.get("forked_from"):
+        # The end of phase 1's training, before anything method-specific happens: other
+        # methods can start from here (config.fork_from), paired with this run.
+        fork_ckpt = Checkpointer(os.path.join(writers.workdir, FORK_POINT), max_to_keep=1)
+        save_here(fork_ckpt)
+        fork_ckpt.close()
 
     # End of the phase: score neurons and install masks, keep transitions for replay,
     # evaluate every task, checkpoint.

@@ -122,8 +122,8 @@ class GoalRecorder:
     def arrays(self) -> dict:
         """Array state for a checkpoint (fixed shapes)."""
         return {"obs": self.obs, "action": self.action, "episode": self.episode,
-                "valid": self.valid, "step": self.step, "running_episode": self._episode, "running_ret": self._ret,
-                "running_succ": self._succ}
+                "valid": self.valid, "step": self.step, "running_episode": self._episode,
+                "running_ret": self._ret, "running_succ": self._succ}
 
     def host_state(self) -> dict:
         """JSON-able state for a checkpoint."""
