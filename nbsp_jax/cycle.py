@@ -32,7 +32,7 @@ from nbsp_jax.checkpoint import Checkpointer
 from nbsp_jax.config import validate
 from nbsp_jax.domains import MetaWorld, get_domain
 from nbsp_jax.logs import Progress, SeedWriters
-from nbsp_jax.masking import masked_scale
+from nbsp_jax.masking import MaskedScaleState, masked_scale
 from nbsp_jax.recorder import GoalRecorder
 
 
@@ -472,6 +472,11 @@ def _train_local(config: ml_collections.ConfigDict, workdir: str) -> dict:
         writers_sizes = host["log_sizes"]
         print(f"resuming {workdir} from checkpoint {ckpt.latest_step()}: phase "
               f"{host['phase'] + 1}/{H}, step {host['steps']}")
+    elif config.fork_from:
+        run = _fork(config, learner, run, H, workdir)
+        writers_sizes = run.host["log_sizes"]
+        print(f"{workdir}: phase 1 trained by {config.fork_from} (its fork point); "
+              f"this run goes on from there with method {config.method!r}")
     elif existing:
         writers_sizes = [0] * config.num_seeds  # killed before its first checkpoint: restart
     writers = SeedWriters(workdir, config.num_seeds, truncate_to=writers_sizes,
@@ -491,6 +496,80 @@ def _train_local(config: ml_collections.ConfigDict, workdir: str) -> dict:
     write_results(workdir, results)
     results["state"] = run.device["state"]
     return results
+
+
+# Fields that may differ from the run a fork starts from: they act only after phase 1's
+# training (scoring, masks, replay storage, evaluation) or not on results at all.
+FORK_FREE = ("method", "selector", "mask_target", "mask_policy", "mask_placement", "mask_alpha",
+             "skill_proportion", "constant_neurons", "replay_store_size", "replay_interval",
+             "fork_from", "save_fork_point", "save_score_record", "eval_episodes", "progress",
+             "checkpoint_every_s", "log_every_steps")
+
+
+def _fork(config, learner: Learner, run: Phase, num_phases: int, workdir: str) -> Phase:
+    """The run state at ``config.fork_from``'s fork point, in this run's structures.
+
+    Raises:
+      ValueError: the source's config differs in a field that acts during phase 1's training
+        (named, with both values).
+      FileNotFoundError: the source has no fork point (``config.save_fork_point``).
+    """
+    import shutil
+
+    src = os.path.abspath(config.fork_from)
+    with open(os.path.join(src, "config.json")) as f:
+        src_fields = json.load(f)
+    ours = json.loads(config.to_json_best_effort())
+    diff = sorted(k for k in set(ours) | set(src_fields)
+                  if k not in FORK_FREE and ours.get(k) != src_fields.get(k))
+    if diff:
+        detail = ", ".join(f"{k}: {src_fields.get(k)!r} (source) vs {ours.get(k)!r}"
+                           for k in diff)
+        raise ValueError(f"config.fork_from={config.fork_from!r} trained phase 1 with another "
+                         f"config ({detail}); only {FORK_FREE} may differ")
+    fork_ckpt = Checkpointer(os.path.join(src, FORK_POINT))
+    step = fork_ckpt.latest_step()
+    if step is None:
+        fork_ckpt.close()
+        raise FileNotFoundError(
+            f"config.fork_from={config.fork_from!r} has no fork point ({FORK_POINT}/): run it "
+            "with --config.save_fork_point=True")
+    src_config = ml_collections.ConfigDict(src_fields)
+    src_config.tasks = tuple(src_config.tasks)
+    src_config.hidden = tuple(src_config.hidden)
+    src_learner = make_learner(src_config, learner.mesh)
+    template = _init_run(src_config, src_learner, num_phases).device
+    device, host = fork_ckpt.restore(step, template)
+    fork_ckpt.close()
+    device["state"] = graft_state(device["state"], run.device["state"])
+    device["pre"] = run.device["pre"]  # empty at the end of phase 1 for every method
+    for s in range(config.num_seeds):  # phase 1's training curves
+        name = f"seed_{config.seed_offset + s}"
+        shutil.copytree(os.path.join(src, name), os.path.join(workdir, name), dirs_exist_ok=True)
+    return Phase(_place(device, learner.mesh), {**host, "forked_from": src})
+
+
+def graft_state(src, target):
+    """``src``'s learner state in the structure of ``target``'s: the same parameters and keys;
+    each optimizer state is ``src``'s, with ``masked_scale``'s state added (all-ones masks, as
+    before any task ended) or dropped where the two methods' optimizer chains differ."""
+    def graft(a, b):
+        if jax.tree.structure(a) == jax.tree.structure(b):
+            return a
+        inner = lambda x: [y for y in x if not isinstance(y, MaskedScaleState)]
+        if isinstance(b, tuple) and any(isinstance(y, MaskedScaleState) for y in b):
+            core = a  # b = chain(adam, masked_scale) or chain(masked_scale, adam)
+            if isinstance(a, tuple) and any(isinstance(y, MaskedScaleState) for y in a):
+                (core,) = inner(a)
+            return tuple(y if isinstance(y, MaskedScaleState) else core for y in b)
+        if isinstance(a, tuple) and any(isinstance(y, MaskedScaleState) for y in a):
+            (core,) = inner(a)
+            return graft(core, b)
+        raise ValueError("graft_state: optimizer states differ in more than masked_scale: "
+                         f"{jax.tree.structure(a)} vs {jax.tree.structure(b)}")
+
+    opt = type(target.opt)(*(graft(a, b) for a, b in zip(src.opt, target.opt, strict=True)))
+    return target._replace(params=src.params, opt=opt, key=src.key)
 
 
 def _check_params(params, host: dict, phases: list) -> None:

@@ -39,7 +39,7 @@ def test_two_task_cycle_results_follow_from_sr(tmp_path):
     assert r["checkpoint_bytes"] > 0
     # Four phases, new masks and replay after each: every jitted function compiled once.
     assert saved["compilations"] == {"act": 1, "act_eval": 1, "add": 1, "update": 1,
-                                     "end_task": 1, "store": 1}
+                                     "end_task": 1, "store": 1, "probe": 1, "drift": 1}
     assert len(os.listdir(tmp_path / "neurons")) == 4
 
 
@@ -206,3 +206,34 @@ def test_act_on_host_overlaps_and_completes(tmp_path):
     assert np.asarray(r["sr"]).shape == (2, 2, 2)
     assert all(n == 1 for n in r["compilations"].values()), r["compilations"]
     assert all(p["act_s"] > 0 and p["learn_s"] > 0 for p in r["phases"])
+
+
+@pytest.mark.slow
+def test_fork_from_a_runs_phase_one(tmp_path):
+    """A method forked from another run's end of phase 1 shares its phase-1 network (same sr
+    row after phase 1, same scoring record), then goes its own way; its drift and constant
+    units are logged; a source trained with another phase-1 config is refused by name."""
+    kw = dict(tasks=("reach", "window-open"), steps_per_task=300, learning_starts=100,
+              eval_episodes=2, replay_store_size=50, save_score_record=True)
+    src = tmp_path / "sac"
+    a = cycle.train_and_evaluate(tiny_config(method="sac", save_fork_point=True, **kw), str(src))
+    assert os.listdir(src / cycle.FORK_POINT)
+    b = cycle.train_and_evaluate(
+        tiny_config(method="nbsp", selector="random", fork_from=str(src), **kw),
+        str(tmp_path / "nbsp"))
+    sa, sb = np.asarray(a["sr"]), np.asarray(b["sr"])
+    np.testing.assert_array_equal(sb[:, 0], sa[:, 0])  # the same network after phase 1
+    rec = lambda d: np.load(d / "neurons" / "phase01_reach_record.npz")
+    for k in ("obs", "goal", "params/actor/params/fc0/kernel"):
+        np.testing.assert_array_equal(rec(tmp_path / "nbsp")[k], rec(src)[k])
+    # Phase 2 differs (masks and replay only in the forked nbsp run).
+    ka = a["state"].params.actor["params"]["fc0"]["kernel"]
+    assert not np.allclose(ka, b["state"].params.actor["params"]["fc0"]["kernel"])
+    pb = b["phases"][1]
+    assert len(pb["actor_drift"]) == 2 and len(pb["actor_drift"][0]) == 1
+    assert pb["actor_drift"][0][0] > 0
+    assert pb["constant_units"][0]["actor/fc0"][1] == 32
+    assert b["phases"][0]["env_steps"] == 300
+    with pytest.raises(ValueError, match="hidden"):
+        cycle.train_and_evaluate(tiny_config(method="nbsp", fork_from=str(src), hidden=(16, 16),
+                                             **kw), str(tmp_path / "bad"))
