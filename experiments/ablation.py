@@ -10,7 +10,11 @@ after another, writing ``<runs>/<pair>_<arm>/`` and logging to ``<runs>/<pair>_<
 An arm whose workdir holds ``results.json`` is finished and skipped; any other is started, or
 resumed from its checkpoints (the train CLI resumes a workdir that holds the same config), so
 rerunning the same command after an interruption continues where it stopped. Arguments after
-``--`` are passed to every train command (e.g. ``-- --config.steps_per_task=2000``).
+``--`` are passed to every train command (e.g. ``-- --config.steps_per_task=2000``). By
+default every arm starts from the ``sac`` arm's end of phase 1 (``--config.fork_from``; the
+``sac`` arm then runs first): phase 1 is the same computation for every method, so the arms
+are compared paired, on the same phase-1 network and data, at half the cost
+(``--no-fork`` trains phase 1 in every arm).
 
 After each arm, every finished run of the pair is collected into ``<out>/<pair>.md`` (ASR, FM,
 FWT per arm as mean +- standard error over seeds with a 95 % percentile bootstrap interval of
@@ -51,6 +55,9 @@ ARMS: dict[str, tuple[str, ...]] = {
     "nbsp_random": ("--config.method=nbsp", "--config.selector=random"),
     "nbsp_gradient": ("--config.method=nbsp", "--config.mask_placement=gradient"),
 }
+# The arm that trains phase 1 for all the others (its run keeps a fork point; every method's
+# phase-1 training is the same computation, since masks and replay act only after it).
+FORK_SOURCE = "sac"
 METRICS = ("asr", "fm", "fwt")
 BOOTSTRAP_RESAMPLES = 10_000
 BOOTSTRAP_SEED = 0
@@ -134,7 +141,8 @@ def is_finished(workdir: str) -> bool:
 
 
 def train_command(pair: str, arm: str, *, runs: str, seeds: int, variant: str,
-                  extra: Sequence[str] = (), python: str = sys.executable) -> list[str]:
+                  extra: Sequence[str] = (), python: str = sys.executable,
+                  fork: bool = False) -> list[str]:
     """Builds the train command of one arm.
 
     Args:
@@ -145,6 +153,8 @@ def train_command(pair: str, arm: str, *, runs: str, seeds: int, variant: str,
         variant: config variant (``'cpu'``, ``'smoke'``, ``''`` for the paper's values).
         extra: further ``--config.x=y`` overrides, appended last (so they win).
         python: interpreter.
+        fork: start from the ``FORK_SOURCE`` arm's end of phase 1 (``--config.fork_from``),
+            so that every arm shares phase 1 with it (paired comparison, half the cost).
 
     Returns:
         The argv list of ``python -m nbsp_jax.train ...``.
@@ -154,7 +164,9 @@ def train_command(pair: str, arm: str, *, runs: str, seeds: int, variant: str,
         config += f":{variant}"
     return [python, "-m", "nbsp_jax.train", "--config", config,
             "--workdir", workdir_of(runs, pair, arm), f"--config.num_seeds={seeds}",
-            "--config.progress=False", *ARMS[arm], *extra]
+            "--config.progress=False", *ARMS[arm],
+            *([f"--config.fork_from={workdir_of(runs, pair, FORK_SOURCE)}"]
+              if fork and arm != FORK_SOURCE else []), *extra]
 
 
 def run_arm(cmd: Sequence[str], log_path: str) -> int:
@@ -489,6 +501,9 @@ def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
     p.add_argument("--out", default="results/ablation", help="folder of the reports")
     p.add_argument("--collect-only", action="store_true", help="only collect finished runs")
     p.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
+    p.add_argument("--no-fork", dest="fork", action="store_false",
+                   help=f"train phase 1 in every arm (default: the arms start from the "
+                        f"{FORK_SOURCE!r} arm's end of phase 1, which then runs first)")
     a = p.parse_args(own)
     a.pair = validate_pairs(a.pair)
     a.arms = validate_arms(a.arms)
@@ -518,7 +533,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         for pair in a.pair:
             collect_and_write(a.runs, a.out, pair, a.arms, command=command, commit=commit)
         return 0
-    jobs = [(pair, arm) for pair in a.pair for arm in a.arms]
+    arms = ([FORK_SOURCE] if a.fork and FORK_SOURCE not in a.arms else []) + a.arms
+    jobs = [(pair, arm) for pair in a.pair for arm in arms]
     failed: list[str] = []
     ran: set[str] = set()  # pairs collected after one of their arms ran
     for n, (pair, arm) in enumerate(jobs, 1):
@@ -528,7 +544,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{tag}: skip ({workdir}/results.json exists)")
             continue
         cmd = train_command(pair, arm, runs=a.runs, seeds=a.seeds, variant=a.variant,
-                            extra=extra)
+                            extra=extra, fork=a.fork)
         log = f"{workdir}.log"
         if a.dry_run:
             print(f"{tag}: {shlex.join(cmd)} > {log} 2>&1")

@@ -127,16 +127,19 @@ def test_dry_run_prints_commands_and_skips_finished(tmp_path, capsys):
                         "--", "--config.steps_per_task=100"])
     assert rc == 0
     lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == 3
-    assert "window nbsp: skip" in lines[0]
+    assert len(lines) == 4
+    # The fork source runs first and trains phase 1 for the others.
+    sac = os.path.join(runs, "window_sac")
+    assert "window sac:" in lines[0] and "fork_from" not in lines[0]
+    assert "window nbsp: skip" in lines[1]
     random = os.path.join(runs, "window_nbsp_random")
     config = os.path.relpath(os.path.join(ablation.CONFIGS, "metaworld_window.py"))
     assert config.endswith(os.path.join("configs", "metaworld_window.py"))
     assert (f"-m nbsp_jax.train --config {config}:cpu --workdir {random} "
             "--config.num_seeds=3 --config.progress=False --config.method=nbsp "
-            f"--config.selector=random --config.steps_per_task=100 > {random}.log 2>&1"
-            ) in lines[1]
-    assert "--config.method=nbsp --config.mask_placement=gradient" in lines[2]
+            f"--config.selector=random --config.fork_from={sac} --config.steps_per_task=100 "
+            f"> {random}.log 2>&1") in lines[2]
+    assert "--config.method=nbsp --config.mask_placement=gradient" in lines[3]
     assert not os.path.exists(out)  # a dry run writes nothing
     cmd = ablation.train_command("button_window", "nbsp_hard", runs="r", seeds=5, variant="",
                                  python="python")
