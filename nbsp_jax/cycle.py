@@ -46,6 +46,7 @@ class Learner(NamedTuple):
     spec: nbsp.MethodSpec
     act: callable  # (actor_params, obs [S,E,...], keys) -> (actions [S,E,...], keys)
     act_eval: callable  # (actor_params, obs [S,E,...], keys) -> (actions [S,E,...], keys)
+    act_sampled_eval: callable  # the same with the training (sampled) policy, eval shapes
     add: callable  # (buffer, staged rows [S,...]) -> buffer
     update: callable  # (state, buffer, pre_buffer, step0, active [S]) -> (state, info)
     end_task: callable  # (state, obs, action, goal, valid, keys) -> EndOfTask
@@ -194,6 +195,7 @@ def make_learner(config: ml_collections.ConfigDict,
         spec=spec,
         act=acting(domain.sample_action),
         act_eval=acting(domain.eval_action),
+        act_sampled_eval=acting(domain.sample_action),  # its own jit: no retrace of `act`
         add=jax.jit(seeded(jax.vmap(domain.add), (0, 0)), donate_argnums=0),
         update=jax.jit(seeded(over_seeds(update, config.seed_axis, in_axes=(0, 0, 0, None, 0)),
                               (0, 0, 0, None, 0)), donate_argnums=0),
@@ -208,9 +210,12 @@ def make_learner(config: ml_collections.ConfigDict,
 def compilations(learner: Learner) -> dict:
     """How many times each jitted learner function was compiled in this process (1 each when
     nothing recompiled after the first phase; new masks, tasks and buffers are new values)."""
-    return {name: getattr(learner, name)._cache_size()
-            for name in ("act", "act_eval", "add", "update", "end_task", "store", "probe",
-                         "drift")}
+    names = ["act", "act_eval", "add", "update", "end_task", "store"]
+    if learner.domain.metric == "asr":  # Atari evaluates the sampled policy anyway
+        names.append("act_sampled_eval")
+    if learner.domain.probe_action is not None:
+        names += ["probe", "drift"]
+    return {name: getattr(learner, name)._cache_size() for name in names}
 
 
 def seed_keys(seed: int, num_seeds: int, offset: int = 0) -> jax.Array:
@@ -236,13 +241,16 @@ def env_seed(config, phase: int, purpose: int = 0, restart: int = 0,
     return base + config.seed_offset * envs_per_seed
 
 
-def evaluate(learner: Learner, actor_params, task: str, config, task_index: int) -> np.ndarray:
+def evaluate(learner: Learner, actor_params, task: str, config, task_index: int,
+             sampled: bool = False) -> np.ndarray:
     """``sr`` entries per seed ``[S]``: the policy's score on ``task`` over ``eval_episodes``.
 
     One pool of ``S * eval_episodes`` envs runs one episode each, vmapped over seeds.
-    Meta-World: success rate of the deterministic policy (success = any step succeeded).
-    Atari: the policy's mean raw return of whole games, normalised by Table 7.
+    Meta-World: success rate of the deterministic policy (success = any step succeeded), or
+    with ``sampled`` of the training policy (as training success is measured). Atari: the
+    policy's mean raw return of whole games, normalised by Table 7.
     """
+    act = learner.act_sampled_eval if sampled else learner.act_eval
     n, dom = config.eval_episodes, learner.domain
     env = dom.make_env(task, n, env_seed(config, 0, 1 + task_index, envs_per_seed=n),
                        train=False)
@@ -252,7 +260,7 @@ def evaluate(learner: Learner, actor_params, task: str, config, task_index: int)
     ret = np.zeros((config.num_seeds, n))
     finished = np.zeros((config.num_seeds, n), bool)
     while not finished.all():
-        actions, keys = learner.act_eval(actor_params, jnp.asarray(obs), keys)
+        actions, keys = act(actor_params, jnp.asarray(obs), keys)
         step, _ = env.step(np.asarray(actions))
         goal = dom.goal_step(env, step)
         success |= goal.success & ~finished
@@ -746,6 +754,9 @@ def _train_phase(config, learner: Learner, run: Phase, phases: list, writers: Se
         for i, t in enumerate(config.tasks):
             evals[t] = evaluate(learner, state.params.actor, t, config, i)
         h["sr_rows"].append([evals[t].tolist() for t in phases])  # [H][S]
+        if dom.metric == "asr":  # the same episodes with the sampled (training) policy
+            evals["sampled"] = evaluate(learner, state.params.actor, task, config,
+                                        config.tasks.index(task), sampled=True)
     h["phases"].append({
         "task": task,
         "env_steps": steps,
@@ -754,6 +765,7 @@ def _train_phase(config, learner: Learner, run: Phase, phases: list, writers: Se
         "train_success_rate": [float(np.mean(r)) if r else None for r in recent],
         "episodic_return": [float(np.mean(r)) if r else None for r in returns],
         f"eval_{dom.sr_name}": evals[task].tolist() if evals else None,
+        f"eval_sampled_{dom.sr_name}": evals["sampled"].tolist() if "sampled" in evals else None,
         "wall_s": time.perf_counter() - t_phase,
         **timers,
         "goal_metric": goal_kind,

@@ -38,8 +38,11 @@ def test_two_task_cycle_results_follow_from_sr(tmp_path):
     assert saved["versions"]["jax"] == jax.__version__
     assert r["checkpoint_bytes"] > 0
     # Four phases, new masks and replay after each: every jitted function compiled once.
-    assert saved["compilations"] == {"act": 1, "act_eval": 1, "add": 1, "update": 1,
-                                     "end_task": 1, "store": 1, "probe": 1, "drift": 1}
+    assert saved["compilations"] == {"act": 1, "act_eval": 1, "act_sampled_eval": 1, "add": 1,
+                                     "update": 1, "end_task": 1, "store": 1, "probe": 1,
+                                     "drift": 1}
+    for p in saved["phases"]:  # both policies evaluated on the phase's task
+        assert len(p["eval_sampled_success_rate"]) == 2 and len(p["eval_success_rate"]) == 2
     assert len(os.listdir(tmp_path / "neurons")) == 4
 
 
