@@ -98,8 +98,8 @@ SCRIPT = textwrap.dedent(
         return max(float(np.max(np.abs(x - y))) for x, y in
                    zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True))
 
-    def close(a, b):
-        return all(np.allclose(x, y, rtol=1e-5, atol=1e-6) for x, y in
+    def close(a, b, atol=1e-6):
+        return all(np.allclose(x, y, rtol=1e-5, atol=atol) for x, y in
                    zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True))
 
     refs, out["runs"] = {}, {}
@@ -120,7 +120,7 @@ SCRIPT = textwrap.dedent(
             "shard_rows": sorted({s.data.shape[0] for x in leaves for s in x.addressable_shards}),
             "shard_devices": sorted({len(x.addressable_shards) for x in leaves}),
             "first_diff": max_diff(ref["first"], got["first"]),
-            "first_close": close(ref["first"], got["first"]),
+            "first_close": close(ref["first"], got["first"], atol=1e-6 if mode == "map" else 1e-5),
             "params_diff": max_diff(ref_host.params, got_host.params),
             "params_close": close(ref_host.params, got_host.params),
             "state_equal": all(np.array_equal(x, y) for x, y in zip(
@@ -197,7 +197,10 @@ def test_sharded_sac_matches_single_device(two_device_run, name):
     assert r["shard_devices"] == [2] and r["shard_rows"] == [2]
     assert r["params_moved"] > 1e-4  # the updates did something
     assert r["keys_equal"]
-    # Tight agreement after the first call (rtol 1e-5, atol 1e-6 on every parameter).
+    # Tight agreement after the first call (rtol 1e-5 on every parameter; atol 1e-6, and 1e-5
+    # for vmap: Adam's first steps are about lr * g / |g|, which turns float32 rounding of a
+    # near-zero gradient of a separately compiled program into ~1e-6, measured 1.3e-6 with
+    # CleanRL's actor-after-first-critic order).
     assert r["first_close"], r
     if "/map/" in name:
         # lax.map under shard_map compiles the same per-seed program: bitwise equal.
