@@ -18,8 +18,9 @@ that ranks only activation skew or sparsity lies inside the null.
 Windows: ``task`` is the record as the run scored it; ``last:N`` keeps only the rows of each
 seed's last ``N`` recorded steps (``last:5000`` with a ``'task'`` record: the last 10
 episodes of a Meta-World task, as the earlier ``score_window='last'`` with 5k steps scored,
-but subsampled as the record was). Also reported: the goal's mean (balance) and, per layer, the
-units that were constant over the window.
+but subsampled as the record was). As in the training loop, a window whose episode success is
+constant is scored against episode return. Also reported: the goal's mean (balance) and, per
+layer, the units that were constant over the window.
 """
 
 from __future__ import annotations
@@ -82,6 +83,11 @@ def _selection_stats(acts: jax.Array, goal: jax.Array, neutral: bool, m: int):
     return top[-1], top.mean()
 
 
+_stats = jax.jit(_selection_stats, static_argnums=(2, 3))
+_null = jax.jit(lambda acts, goals, neutral, m: jax.lax.map(
+    lambda g: _selection_stats(acts, g, neutral, m), goals), static_argnums=(2, 3))
+
+
 def permutation_test(acts: np.ndarray, goal: np.ndarray, episode: np.ndarray,
                      permutations: int, neutral: bool, proportion: float, seed: int = 0
                      ) -> dict:
@@ -104,10 +110,9 @@ def permutation_test(acts: np.ndarray, goal: np.ndarray, episode: np.ndarray,
     labels = np.array([goal[index == i][0] for i in range(len(ids))], np.float32)
     rng = np.random.default_rng(seed)
     perms = np.stack([labels[rng.permutation(len(ids))][index] for _ in range(permutations)])
-    acts_j = jnp.asarray(acts)
-    stats = jax.jit(lambda g: _selection_stats(acts_j, g, neutral, m))
-    observed = [float(x) for x in stats(jnp.asarray(goal, jnp.float32))]
-    null = np.asarray(jax.lax.map(stats, jnp.asarray(perms)))  # [2, P]
+    acts_j = jnp.asarray(acts)  # an argument, not a constant folded into the program
+    observed = [float(x) for x in _stats(acts_j, jnp.asarray(goal, jnp.float32), neutral, m)]
+    null = np.asarray(_null(acts_j, jnp.asarray(perms), neutral, m))  # [2, P]
     out = {}
     for i, name in enumerate(("cut", "mean_selected")):
         below = (null[i] < observed[i]).mean() + 0.5 * (null[i] == observed[i]).mean()
@@ -134,14 +139,21 @@ def run(workdir: str, phase: int, permutations: int, windows: list[str]) -> dict
                                     jnp.asarray(arrays["action"][s]))
         for w in windows:
             keep = window_rows(arrays, s, w)
-            goal, episode = arrays["goal"][s][keep], arrays["episode"][s][keep]
+            goal, episode = arrays["success"][s][keep], arrays["episode"][s][keep]
+            kind = "success"
+            if goal.min() == goal.max() or not np.array_equal(arrays["goal"][s],
+                                                               arrays["success"][s]):
+                # As the loop does: a constant success carries no goal information, so the
+                # window is scored against episode return (Atari: always return).
+                goal, kind = arrays["ret"][s][keep], "return"
             for net, layers in acts.items():
                 a = np.concatenate([np.asarray(v)[keep] for v in layers.values()], axis=1)
                 constant = {k: int(np.asarray(neurons.constant_units(np.asarray(v)[keep])).sum())
                             for k, v in layers.items()}
                 res = permutation_test(a, goal, episode, permutations, neutral,
                                        config.skill_proportion, seed=s)
-                rows.append({"seed": s, "window": w, "net": net, "rows": int(keep.sum()),
+                rows.append({"seed": s, "window": w, "net": net, "goal": kind,
+                             "rows": int(keep.sum()),
                              "episodes": int(len(np.unique(episode))),
                              "goal_mean": float(goal.mean()), "constant_units": constant,
                              "neurons": int(a.shape[1]), **res})
@@ -155,7 +167,7 @@ def markdown(result: dict) -> str:
     lines = [f"Permutation test of `{result['record']}` ({result['permutations']} label "
              f"permutations across episodes; constant_neurons={result['constant_neurons']!r})",
              "",
-             "| window | net | seed | rows | episodes | goal mean | constant units | "
+             "| window | net | seed | rows | episodes | goal (mean) | constant units | "
              "cut (null mean, p95) | cut pct | mean selected (null mean) | mean pct |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in result["rows"]:
@@ -163,9 +175,9 @@ def markdown(result: dict) -> str:
         const = ", ".join(f"{k} {v}" for k, v in r["constant_units"].items())
         lines.append(
             f"| {r['window']} | {r['net']} | {r['seed']} | {r['rows']} | {r['episodes']} | "
-            f"{r['goal_mean']:.2f} | {const} | {c['observed']:.3f} ({c['null_mean']:.3f}, "
-            f"{c['null_p95']:.3f}) | {c['percentile']:.1f} | {ms['observed']:.3f} "
-            f"({ms['null_mean']:.3f}) | {ms['percentile']:.1f} |")
+            f"{r['goal']} ({r['goal_mean']:.2f}) | {const} | {c['observed']:.3f} "
+            f"({c['null_mean']:.3f}, {c['null_p95']:.3f}) | {c['percentile']:.1f} | "
+            f"{ms['observed']:.3f} ({ms['null_mean']:.3f}) | {ms['percentile']:.1f} |")
     return "\n".join(lines) + "\n"
 
 
