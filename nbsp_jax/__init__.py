@@ -5,8 +5,8 @@ Public API:
 - Masking (optax): :func:`masked_scale`, :class:`MaskedScaleState`, :func:`set_masks`,
   :func:`get_masks`, :func:`masks_from_layers`.
 - Skill neurons: :func:`skill_scores`, :func:`score_layers`, :func:`neuron_masks`,
-  :func:`select_top`, and the ablation selectors :func:`random_scores`,
-  :func:`activation_scores`, :func:`weight_scores`.
+  :func:`select_top`, :func:`constant_units` (dead units), and the ablation selectors
+  :func:`random_scores`, :func:`activation_scores`, :func:`weight_scores`.
 - Networks and capture: :class:`GaussianActor`, :class:`QNetwork`, :func:`record`.
 - SAC: :func:`make_sac`, :func:`init_state`, :func:`update_many`.
 - Replay: :class:`Transition`, :class:`ReplayBuffer`, :func:`init_buffer`.
@@ -34,6 +34,7 @@ from nbsp_jax.metrics import continual_metrics, metrics_for, normalize_atari
 from nbsp_jax.networks import GaussianActor, QNetwork, record
 from nbsp_jax.neurons import (
     activation_scores,
+    constant_units,
     neuron_masks,
     random_scores,
     score_layers,
@@ -58,6 +59,7 @@ __all__ = [
     "Transition",
     "activation_scores",
     "atari_replay",
+    "constant_units",
     "continual_metrics",
     "get_masks",
     "init_buffer",

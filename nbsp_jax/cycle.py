@@ -462,6 +462,8 @@ def merge_process_results(config: ml_collections.ConfigDict, parts: list[dict]) 
 def _train_local(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """:func:`train_and_evaluate` for the seeds of this process, on its own devices."""
     mesh = run_mesh(config)  # num_seeds must divide over the devices: fail before writing
+    if config.fork_from:
+        check_fork_source(config)  # before the workdir holds this config
     existing = prepare_workdir(workdir, config)
     phases = [t for _ in range(config.cycles) for t in config.tasks]
     H = len(phases)
@@ -514,17 +516,23 @@ FORK_FREE = ("method", "selector", "mask_target", "mask_policy", "mask_placement
              "checkpoint_every_s", "log_every_steps")
 
 
-def _fork(config, learner: Learner, run: Phase, num_phases: int, workdir: str) -> Phase:
-    """The run state at ``config.fork_from``'s fork point, in this run's structures.
+def check_fork_source(config) -> dict:
+    """The config fields of ``config.fork_from``'s run, checked before anything is written.
 
     Raises:
-      ValueError: the source's config differs in a field that acts during phase 1's training
-        (named, with both values).
-      FileNotFoundError: the source has no fork point (``config.save_fork_point``).
+      FileNotFoundError: no run there, or it has no fork point (``config.save_fork_point``).
+      ValueError: its config differs in a field that acts during phase 1's training (named,
+        with both values).
     """
-    import shutil
-
     src = os.path.abspath(config.fork_from)
+    if not os.path.exists(os.path.join(src, "config.json")):
+        raise FileNotFoundError(f"config.fork_from={config.fork_from!r}: no run there "
+                                f"(no {os.path.join(src, 'config.json')})")
+    points = os.path.join(src, FORK_POINT, "checkpoints")
+    if not (os.path.isdir(points) and os.listdir(points)):
+        raise FileNotFoundError(
+            f"config.fork_from={config.fork_from!r} has no fork point ({FORK_POINT}/): run it "
+            "with --config.save_fork_point=True, or wait until its phase 1 has trained")
     with open(os.path.join(src, "config.json")) as f:
         src_fields = json.load(f)
     ours = json.loads(config.to_json_best_effort())
@@ -535,13 +543,18 @@ def _fork(config, learner: Learner, run: Phase, num_phases: int, workdir: str) -
                            for k in diff)
         raise ValueError(f"config.fork_from={config.fork_from!r} trained phase 1 with another "
                          f"config ({detail}); only {FORK_FREE} may differ")
+    return src_fields
+
+
+def _fork(config, learner: Learner, run: Phase, num_phases: int, workdir: str) -> Phase:
+    """The run state at ``config.fork_from``'s fork point, in this run's structures (see
+    :func:`check_fork_source`)."""
+    import shutil
+
+    src = os.path.abspath(config.fork_from)
+    src_fields = check_fork_source(config)
     fork_ckpt = Checkpointer(os.path.join(src, FORK_POINT))
     step = fork_ckpt.latest_step()
-    if step is None:
-        fork_ckpt.close()
-        raise FileNotFoundError(
-            f"config.fork_from={config.fork_from!r} has no fork point ({FORK_POINT}/): run it "
-            "with --config.save_fork_point=True")
     src_config = ml_collections.ConfigDict(src_fields)
     src_config.tasks = tuple(src_config.tasks)
     src_config.hidden = tuple(src_config.hidden)

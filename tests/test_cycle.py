@@ -240,3 +240,7 @@ def test_fork_from_a_runs_phase_one(tmp_path):
     with pytest.raises(ValueError, match="hidden"):
         cycle.train_and_evaluate(tiny_config(method="nbsp", fork_from=str(src), hidden=(16, 16),
                                              **kw), str(tmp_path / "bad"))
+    with pytest.raises(FileNotFoundError, match="no fork point"):
+        cycle.train_and_evaluate(tiny_config(method="nbsp", fork_from=str(tmp_path / "nbsp"),
+                                             **kw), str(tmp_path / "bad"))
+    assert not (tmp_path / "bad").exists()  # refused before anything was written
