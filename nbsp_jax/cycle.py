@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import shutil
 import time
 from collections import deque
 from typing import NamedTuple
@@ -549,8 +550,6 @@ def check_fork_source(config) -> dict:
 def _fork(config, learner: Learner, run: Phase, num_phases: int, workdir: str) -> Phase:
     """The run state at ``config.fork_from``'s fork point, in this run's structures (see
     :func:`check_fork_source`)."""
-    import shutil
-
     src = os.path.abspath(config.fork_from)
     src_fields = check_fork_source(config)
     fork_ckpt = Checkpointer(os.path.join(src, FORK_POINT))
