@@ -10,7 +10,7 @@ import sys
 import tempfile
 
 from nbsp_jax.config import base_config
-from nbsp_jax.cycle import train_and_evaluate
+from nbsp_jax.training import train_and_evaluate
 
 for act_on in sys.argv[1:]:
     c = base_config()

@@ -37,9 +37,9 @@ def _median_time(fn, repeats):
 
 
 def main() -> None:
+    from nbsp_jax.agents.sac import init_state
     from nbsp_jax.config import base_config
-    from nbsp_jax.cycle import make_learner, seed_keys
-    from nbsp_jax.sac import init_state
+    from nbsp_jax.training import make_learner, seed_keys
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--hidden", default="768,768,768")
@@ -98,7 +98,7 @@ def main() -> None:
     end_compile = time.perf_counter() - t0
     end_med, _ = _median_time(end, max(3, a.repeats // 2))
     big = jax.jit(jax.vmap(lambda k: random_buffer(k, a.buffer)))(keys)
-    from nbsp_jax import replay
+    from nbsp_jax.buffers import transitions as replay
 
     def fresh_pre():
         return jax.vmap(lambda _: replay.init_buffer(a.store * 3, 39, 4))(jnp.arange(S))

@@ -82,7 +82,7 @@ def env_steps(kind: str, num: int, steps: int) -> dict:
         env = SeedVecEnv("window-open", num, 1, 0)
         act = lambda: rng.uniform(-1, 1, (num, 1, 4)).astype(np.float32)
     else:
-        from nbsp_jax.envs_atari import AtariSeedVecEnv
+        from nbsp_jax.envs import AtariSeedVecEnv
 
         env = AtariSeedVecEnv("Pong", num, 1, 0)
         act = lambda: rng.integers(0, 18, (num, 1))
@@ -101,7 +101,7 @@ def env_steps(kind: str, num: int, steps: int) -> dict:
 def train_run(steps: int, learning_starts: int = 1_000) -> dict:
     """A short real training run; env steps/s per seed and the env/act/learner split."""
     from nbsp_jax.config import base_config
-    from nbsp_jax.cycle import train_and_evaluate
+    from nbsp_jax.training import train_and_evaluate
 
     c = base_config()
     c.tasks, c.num_seeds, c.hidden = ("reach",), 3, (256, 256)
@@ -120,19 +120,19 @@ def memory_per_seed(config_file: str) -> dict:
     """Device bytes per seed of a config's run state (no allocation: ``jax.eval_shape``)."""
     import importlib.util
 
-    from nbsp_jax import cycle
+    from nbsp_jax import training
 
     spec = importlib.util.spec_from_file_location("cfg", config_file)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     c = mod.get_config()
     h = len(c.tasks) * c.cycles
-    learner = cycle.make_learner(c)
-    shapes = jax.eval_shape(lambda: {k: v for k, v in cycle._init_run(c, learner, h).device.items()
-                                     if k != "recorder"})
+    learner = training.make_learner(c)
+    device = lambda: training.init_run(c, learner, h)[0]._asdict()
+    shapes = jax.eval_shape(lambda: {k: v for k, v in device().items() if k != "recorder"})
     size = lambda t: sum(np.prod(x.shape) * x.dtype.itemsize for x in jax.tree.leaves(t))
     per = {k: size(v) / c.num_seeds for k, v in shapes.items()}
-    rec = cycle._recorder(c, learner.domain)
+    rec = training.new_recorder(c, learner.domain)
     host = sum(x.nbytes for x in rec.arrays().values()) / c.num_seeds
     return {"config": os.path.basename(config_file), "seeds": c.num_seeds,
             "state_mb": (per["state"] + per["act_keys"] + per["task_keys"]) / 2**20,

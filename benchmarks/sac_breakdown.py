@@ -20,7 +20,8 @@ import sys
 import jax
 import jax.numpy as jnp
 
-from nbsp_jax import replay, sac
+from nbsp_jax.agents import sac
+from nbsp_jax.buffers import transitions as replay
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks.nbsp_overhead import _median_time  # noqa: E402
@@ -72,7 +73,7 @@ def main() -> None:
 
     @jax.jit
     def full(state, buf):
-        return sac.update_many(agent, state, sac.buffer_sampler(agent, buf), steps, 0)[0]
+        return sac.update_many(agent, state, replay.sampler(buf, agent.batch_size), steps, 0)[0]
 
     # The critic update's dense FLOPs: per net forward on obs+next (target) and backward,
     # approximated by 2 critics x (1 forward next + 1 forward + 2 backward) passes of the MLP.

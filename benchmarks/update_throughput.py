@@ -38,7 +38,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 def random_buffer(key: jax.Array, rows: int):
     """A full buffer of ``rows`` random Meta-World-shaped transitions (one seed)."""
-    from nbsp_jax import replay
+    from nbsp_jax.buffers import transitions as replay
     from nbsp_jax.envs import ACTION_DIM, OBS_DIM
 
     ks = jax.random.split(key, 4)
@@ -56,8 +56,8 @@ def random_atari_streams(seed: int, seeds: int, streams: int, capacity: int):
     """Full frame-once Atari streams ``[seeds, streams, capacity + 4, ...]`` of random frames,
     actions and rewards, each stream one long episode (every stored transition complete but
     those at the ring's seam)."""
-    from nbsp_jax import atari_replay
-    from nbsp_jax.envs_atari import NUM_ACTIONS
+    from nbsp_jax.buffers import frames as atari_replay
+    from nbsp_jax.envs import NUM_ACTIONS
 
     rng = np.random.default_rng(seed)
     rows = capacity + atari_replay.STACK
@@ -94,14 +94,14 @@ def _config(setting, hidden, batch, seeds, updates, method, seed_axis, conv_impl
 def _prepare(setting, hidden, batch, seeds, updates, method, seed_axis, conv_impl,
              buffer_rows) -> dict:
     """Builds, compiles and warms up one configuration; returns its runner and record."""
-    from nbsp_jax.cycle import make_learner, seed_keys
+    from nbsp_jax.training import make_learner, seed_keys
 
     c = _config(setting, hidden, batch, seeds, updates, method, seed_axis, conv_impl)
     learner = make_learner(c)
     state = jax.vmap(lambda k: learner.domain.init_state(learner.agent, k))(seed_keys(0, seeds))
     if setting == "atari":
-        from nbsp_jax import atari_replay
-        from nbsp_jax.networks_atari import resolve_conv_impl
+        from nbsp_jax.buffers import frames as atari_replay
+        from nbsp_jax.networks import resolve_conv_impl
 
         buffer = random_atari_streams(1, seeds, c.num_envs, buffer_rows)
         # NBSP methods also replay (filled) earlier-task windows every k-th step.

@@ -21,9 +21,15 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from nbsp_jax.masking import masked_scale, masks_from_layers, set_masks
+from nbsp_jax.method import (
+    masked_scale,
+    masks_from_layers,
+    neuron_masks,
+    score_layers,
+    select_top,
+    set_masks,
+)
 from nbsp_jax.networks import ReLUDense, record
-from nbsp_jax.neurons import neuron_masks, score_layers, select_top
 
 HIDDEN, CLASSES, DIM, STEPS = (64, 64), 4, 2, 300
 PROPORTION, ALPHA = 0.2, 0.2

@@ -10,7 +10,7 @@ import json
 import os
 import shutil
 
-from nbsp_jax.cycle import results_table
+from nbsp_jax.training import results_table
 
 
 def main() -> None:

@@ -37,7 +37,7 @@ import ml_collections
 import numpy as np
 from flax import traverse_util
 
-from nbsp_jax import nbsp, neurons
+from nbsp_jax import method
 from nbsp_jax.domains import get_domain
 
 
@@ -78,7 +78,7 @@ def window_rows(arrays: dict, seed: int, window: str) -> np.ndarray:
 
 def _selection_stats(acts: jax.Array, goal: jax.Array, neutral: bool, m: int):
     """(top-m cut, mean of the top m) of the joint scores of ``acts [T, N]`` (all layers)."""
-    scores = neurons.skill_scores(acts, goal, None, neutral)
+    scores = method.skill_scores(acts, goal, None, neutral)
     top = jax.lax.top_k(scores, m)[0]
     return top[-1], top.mean()
 
@@ -105,7 +105,7 @@ def permutation_test(acts: np.ndarray, goal: np.ndarray, episode: np.ndarray,
       ``{'cut': {...}, 'mean_selected': {...}}``, each with ``observed``, ``null_mean``,
       ``null_p95`` and ``percentile``.
     """
-    m = neurons.num_selected(acts.shape[1], proportion)
+    m = method.num_selected(acts.shape[1], proportion)
     ids, index = np.unique(episode, return_inverse=True)
     labels = np.array([goal[index == i][0] for i in range(len(ids))], np.float32)
     rng = np.random.default_rng(seed)
@@ -135,7 +135,7 @@ def run(workdir: str, phase: int, permutations: int, windows: list[str]) -> dict
         params = jax.tree.map(lambda x, s=s: x[s], nets)
         state = types.SimpleNamespace(params=types.SimpleNamespace(
             actor=params["actor"], q={"qf1": params["qf1"], "qf2": params["qf2"]}))
-        acts = nbsp.record_networks(agent, state, jnp.asarray(arrays["obs"][s]),
+        acts = method.record_networks(agent, state, jnp.asarray(arrays["obs"][s]),
                                     jnp.asarray(arrays["action"][s]))
         for w in windows:
             keep = window_rows(arrays, s, w)
@@ -148,7 +148,7 @@ def run(workdir: str, phase: int, permutations: int, windows: list[str]) -> dict
                 goal, kind = arrays["ret"][s][keep], "return"
             for net, layers in acts.items():
                 a = np.concatenate([np.asarray(v)[keep] for v in layers.values()], axis=1)
-                constant = {k: int(np.asarray(neurons.constant_units(np.asarray(v)[keep])).sum())
+                constant = {k: int(np.asarray(method.constant_units(np.asarray(v)[keep])).sum())
                             for k, v in layers.items()}
                 res = permutation_test(a, goal, episode, permutations, neutral,
                                        config.skill_proportion, seed=s)

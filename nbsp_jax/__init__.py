@@ -12,40 +12,37 @@ Public API:
 - Replay: :class:`Transition`, :class:`ReplayBuffer`, :func:`init_buffer`.
 - Environments: :class:`SeedVecEnv`, :func:`metaworld_tasks`.
 - Atari: :func:`make_sac_discrete`, :class:`AtariSeedVecEnv`, the frame-once buffer module
-  :mod:`nbsp_jax.atari_replay`.
+  :mod:`nbsp_jax.buffers.frames` (also as ``nbsp_jax.atari_replay``).
 - Devices: :func:`seed_mesh`, :func:`shard_seeds`, :func:`seed_parallel`.
 - Continual-learning metrics: :func:`continual_metrics`, :func:`metrics_for`,
   :func:`normalize_atari`.
 - Training: :func:`train_and_evaluate` (what ``python -m nbsp_jax.train`` calls).
 """
 
-from nbsp_jax import atari_replay
-from nbsp_jax.cycle import train_and_evaluate
-from nbsp_jax.envs import SeedVecEnv, metaworld_tasks
-from nbsp_jax.envs_atari import AtariSeedVecEnv
-from nbsp_jax.masking import (
+from nbsp_jax.agents import init_state, make_sac, make_sac_discrete, update_many
+from nbsp_jax.buffers import ReplayBuffer, init_buffer
+from nbsp_jax.buffers import frames as atari_replay
+from nbsp_jax.envs import AtariSeedVecEnv, SeedVecEnv, metaworld_tasks
+from nbsp_jax.method import (
     MaskedScaleState,
+    activation_scores,
+    constant_units,
     get_masks,
     masked_scale,
     masks_from_layers,
-    set_masks,
-)
-from nbsp_jax.metrics import continual_metrics, metrics_for, normalize_atari
-from nbsp_jax.networks import GaussianActor, QNetwork, record
-from nbsp_jax.neurons import (
-    activation_scores,
-    constant_units,
     neuron_masks,
     random_scores,
     score_layers,
     select_top,
+    set_masks,
     skill_scores,
     weight_scores,
 )
-from nbsp_jax.replay import ReplayBuffer, Transition, init_buffer
-from nbsp_jax.sac import init_state, make_sac, update_many
-from nbsp_jax.sac_discrete import make_sac_discrete
-from nbsp_jax.sharding import seed_mesh, seed_parallel, shard_seeds
+from nbsp_jax.metrics import continual_metrics, metrics_for, normalize_atari
+from nbsp_jax.networks import GaussianActor, QNetwork, record
+from nbsp_jax.training import train_and_evaluate
+from nbsp_jax.training.sharding import seed_mesh, seed_parallel, shard_seeds
+from nbsp_jax.types import Transition
 
 __version__ = "0.1.0"
 

@@ -267,9 +267,9 @@ def validate(c: ml_collections.ConfigDict) -> None:
 
     Runs before any environment or network is built, so bad input costs nothing.
     """
-    from nbsp_jax.envs import BACKENDS, check_task
-    from nbsp_jax.nbsp import MASK_PLACEMENTS, MASK_POLICIES, MASK_TARGETS, METHODS, SELECTORS
-    from nbsp_jax.recorder import SCORE_WINDOWS
+    from nbsp_jax.domains import domain_class
+    from nbsp_jax.method import MASK_PLACEMENTS, MASK_POLICIES, MASK_TARGETS, METHODS, SELECTORS
+    from nbsp_jax.method.goal import SCORE_WINDOWS
 
     _positive(c, "num_seeds", "num_envs", "steps_per_task", "buffer_size", "batch_size",
               "policy_frequency", "updates_per_step", "chunk_steps", "success_window",
@@ -312,15 +312,8 @@ def validate(c: ml_collections.ConfigDict) -> None:
         raise ValueError(f"config.checkpoint_every_s must be > 0, got {c.checkpoint_every_s!r}")
     if not 0.0 <= c.mask_alpha <= 1.0:
         raise ValueError(f"config.mask_alpha must lie in [0, 1], got {c.mask_alpha!r}")
-    if c.env_backend not in BACKENDS:
-        raise ValueError(f"unknown config.env_backend {c.env_backend!r}; valid choices: {BACKENDS}")
     if isinstance(c.tasks, str) or len(c.tasks) == 0:
         raise ValueError(f"config.tasks must be a non-empty tuple of task names, got {c.tasks!r}")
-    if c.agent == "sac_atari":
-        _validate_atari(c)
-    else:
-        for task in c.tasks:
-            check_task(task)
     if len(c.hidden) == 0 or any(not isinstance(h, int) or h <= 0 for h in c.hidden):
         raise ValueError(f"config.hidden must be positive layer widths, got {c.hidden!r}")
     for name in ("policy_lr", "q_lr"):
@@ -329,32 +322,15 @@ def validate(c: ml_collections.ConfigDict) -> None:
     for name in ("gamma", "tau"):
         if not 0.0 <= c[name] <= 1.0:
             raise ValueError(f"config.{name} must lie in [0, 1], got {c[name]!r}")
-    n_updates, rest = divmod(c.chunk_steps * c.num_envs * c.updates_per_step, c.update_every)
+    rest = (c.chunk_steps * c.num_envs * c.updates_per_step) % c.update_every
     if rest:
         raise ValueError(
             f"chunk_steps * num_envs * updates_per_step = "
             f"{c.chunk_steps * c.num_envs * c.updates_per_step} must be a multiple of "
             f"config.update_every={c.update_every}"
         )
-    if c.agent == "sac" and n_updates % c.policy_frequency:
-        raise ValueError(
-            f"updates per chunk (chunk_steps * num_envs * updates_per_step = {n_updates}) must be "
-            f"a multiple of config.policy_frequency={c.policy_frequency}"
-        )
     if c.batch_size > c.buffer_size:
         raise ValueError(
             f"config.batch_size={c.batch_size} exceeds config.buffer_size={c.buffer_size}"
         )
-
-
-def _validate_atari(c: ml_collections.ConfigDict) -> None:
-    """Atari checks: known games (with the list), Table 7 scores, memory of the buffers."""
-    from nbsp_jax.envs_atari import check_game, check_memory
-    from nbsp_jax.metrics import canonical_atari_game
-    from nbsp_jax.networks_atari import CONV_IMPLS
-
-    for game in c.tasks:
-        canonical_atari_game(check_game(game))  # evaluation normalises by Table 7
-    if c.conv_impl not in CONV_IMPLS:
-        raise ValueError(f"unknown config.conv_impl {c.conv_impl!r}; valid choices: {CONV_IMPLS}")
-    check_memory(c.buffer_size, c.replay_store_size, len(c.tasks) * c.cycles, c.num_seeds)
+    domain_class(c.agent).validate(c)  # task names, backends, memory: each domain its own

@@ -6,7 +6,7 @@
 
 ``--config`` names a file with ``get_config(variant='')``; ``:variant`` (e.g. ``:smoke``) is
 passed to it. ``--config.<field>=<value>`` overrides any field. The config is validated before
-anything is built, then :func:`nbsp_jax.cycle.train_and_evaluate` runs.
+anything is built, then :func:`nbsp_jax.training.train_and_evaluate` runs.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import time
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from nbsp_jax.cycle import results_table
+from nbsp_jax.workdir import results_table
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (path[:variant]).")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output folder (default: runs/<config>-<time>).")
@@ -33,13 +33,13 @@ def _default_workdir() -> str:
 def main(argv) -> None:
     del argv
     logging.set_verbosity(logging.WARNING)  # keep orbax's INFO lines off the terminal
-    from nbsp_jax.sharding import maybe_initialize_distributed
+    from nbsp_jax.training.sharding import maybe_initialize_distributed
 
     maybe_initialize_distributed()  # multi-host launches only; before any JAX computation
     import jax
 
     from nbsp_jax.config import validate
-    from nbsp_jax.cycle import train_and_evaluate
+    from nbsp_jax.training import train_and_evaluate
 
     config = _CONFIG.value
     workdir = _WORKDIR.value or _default_workdir()

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from nbsp_jax import metrics, neurons
+from nbsp_jax import method, metrics
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -57,5 +57,5 @@ def test_phases_scores_and_compilations(smoke_run):
     # Conv neurons are channels: 32/64/64 per trunk, then the dense layer; 20 % are skill.
     assert z["actor/conv0/score"].shape == (2, 32) and z["qf2/fc0/mask"].shape == (2, 64)
     n_skill = sum(z[f"actor/{k}/skill"].sum(axis=1) for k in ("conv0", "conv1", "conv2", "fc0"))
-    np.testing.assert_array_equal(n_skill, [neurons.num_selected(224, 0.2)] * 2)
+    np.testing.assert_array_equal(n_skill, [method.num_selected(224, 0.2)] * 2)
     assert (workdir / "return.png").exists() and (workdir / "sr.png").exists()

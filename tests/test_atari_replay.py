@@ -3,7 +3,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from nbsp_jax import atari_replay as ar
+from nbsp_jax.buffers import frames as ar
 
 STEPS = 300  # per env, fed in two chunks of CHUNK
 CHUNK = 150

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from nbsp_jax.checkpoint import Checkpointer
+from nbsp_jax.workdir.checkpoint import Checkpointer
 
 
 @pytest.mark.parametrize("process_local", [False, True])

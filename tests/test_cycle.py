@@ -12,9 +12,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from nbsp_jax import cycle, domains, metrics, sac
-from nbsp_jax.checkpoint import Checkpointer
-from nbsp_jax.envs import EpisodeStats, Step
+from nbsp_jax import metrics, training
+from nbsp_jax.agents import sac
+from nbsp_jax.domains import metaworld as metaworld_domain
+from nbsp_jax.types import EpisodeStats, Step
+from nbsp_jax.workdir.checkpoint import Checkpointer
 from tests.test_train import tiny_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -23,7 +25,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def test_two_task_cycle_results_follow_from_sr(tmp_path):
     c = tiny_config(tasks=("reach", "window-open"), cycles=2, steps_per_task=300,
                     learning_starts=100, eval_episodes=2, method="nbsp", replay_store_size=50)
-    r = cycle.train_and_evaluate(c, str(tmp_path))
+    r = training.train_and_evaluate(c, str(tmp_path))
     saved = json.load(open(tmp_path / "results.json"))
     assert saved["tasks"] == ["reach", "window-open", "reach", "window-open"]
     sr = np.asarray(saved["sr"])
@@ -47,8 +49,8 @@ def test_two_task_cycle_results_follow_from_sr(tmp_path):
 
 
 def test_update_gate_keeps_inactive_seed_state():
-    learner = cycle.make_learner(tiny_config(chunk_steps=4))
-    state = jax.vmap(lambda k: sac.init_state(learner.agent, k))(cycle.seed_keys(0, 2))
+    learner = training.make_learner(tiny_config(chunk_steps=4))
+    state = jax.vmap(lambda k: sac.init_state(learner.agent, k))(training.seed_keys(0, 2))
     from tests.test_nbsp import _filled
 
     buf = jax.vmap(lambda _: _filled(64, 0.0))(jnp.arange(2))
@@ -89,9 +91,9 @@ class ShortEpisodes:
 
 
 def test_early_stop_gates_the_seed_that_met_the_threshold(tmp_path, monkeypatch):
-    monkeypatch.setattr(domains, "SeedVecEnv", ShortEpisodes)
+    monkeypatch.setattr(metaworld_domain, "SeedVecEnv", ShortEpisodes)
     c = tiny_config(steps_per_task=200, learning_starts=20, chunk_steps=10, eval_episodes=0)
-    r = cycle.train_and_evaluate(c, str(tmp_path))
+    r = training.train_and_evaluate(c, str(tmp_path))
     p = r["phases"][0]
     # Seed 0 has 10 successful episodes (window 10, threshold 0.9) after 50 steps.
     assert p["steps_to_threshold"] == [50, None]
@@ -113,11 +115,11 @@ def test_nan_stops_with_seed_step_quantity_and_keeps_checkpoint(tmp_path, monkey
     c = tiny_config(tasks=("reach", "window-open"), steps_per_task=500, learning_starts=100)
     with pytest.raises(FloatingPointError, match=r"non-finite qf1_loss = nan for seed 0 at env "
                                                  r"step \d+ of phase 2 \(window-open\)"):
-        cycle.train_and_evaluate(c, str(tmp_path))
+        training.train_and_evaluate(c, str(tmp_path))
     ckpt = Checkpointer(str(tmp_path))
-    template = cycle._init_run(c, cycle.make_learner(c), 2).device
-    _, host = ckpt.restore(ckpt.latest_step(), template)
-    assert host["phase"] == 1 and host["steps"] == 0  # the end of phase 1, intact
+    template = training.init_run(c, training.make_learner(c), 2)[0]
+    _, host = training.restore(ckpt, ckpt.latest_step(), template)
+    assert host.phase == 1 and host.steps == 0  # the end of phase 1, intact
     assert not (tmp_path / "results.json").exists()
 
 
@@ -160,14 +162,17 @@ def test_sigkill_mid_phase_then_resume(tmp_path):
 
 
 def test_non_finite_parameter_is_named():
-    from nbsp_jax.cycle import _check_params
+    from types import SimpleNamespace
 
+    from nbsp_jax.training.state import check_params
+
+    host = SimpleNamespace(phase=0, steps=7)  # the HostState fields the message uses
     params = {"actor": {"fc0": jnp.ones((2, 3, 4)), "fc1": jnp.ones((2, 4))}}
-    _check_params(params, {"phase": 0, "steps": 7}, ["reach"])  # all finite: no error
+    check_params(params, host, ["reach"])  # all finite: no error
     params["actor"]["fc1"] = params["actor"]["fc1"].at[1, 2].set(jnp.inf)
     with pytest.raises(FloatingPointError, match=r"parameter \['actor'\]\['fc1'\] for seed 1 "
                                                  r"at env step 7 of phase 1 \(reach\)"):
-        _check_params(params, {"phase": 0, "steps": 7}, ["reach"])
+        check_params(params, host, ["reach"])
 
 
 def test_seed_axis_map_equals_vmap():
@@ -176,9 +181,9 @@ def test_seed_axis_map_equals_vmap():
     buf = jax.vmap(lambda _: _filled(64, 0.0))(jnp.arange(2))
     out = {}
     for mode in ("vmap", "map"):
-        learner = cycle.make_learner(tiny_config(chunk_steps=4, seed_axis=mode))
+        learner = training.make_learner(tiny_config(chunk_steps=4, seed_axis=mode))
         state = jax.vmap(lambda k, lr=learner: sac.init_state(lr.agent, k))(
-            cycle.seed_keys(0, 2))
+            training.seed_keys(0, 2))
         out[mode] = jax.device_get(learner.update(state, buf, buf, jnp.int32(0),
                                                   jnp.ones(2, bool)))
     for a, b in zip(jax.tree.leaves(out["vmap"]), jax.tree.leaves(out["map"]), strict=True):
@@ -190,7 +195,7 @@ def test_seed_axis_map_equals_vmap():
 def test_act_on_host_needs_a_second_device(tmp_path):
     c = tiny_config(act_on="host")
     with pytest.raises(ValueError, match="xla_force_host_platform_device_count=2"):
-        cycle.train_and_evaluate(c, str(tmp_path / "w"))
+        training.train_and_evaluate(c, str(tmp_path / "w"))
     assert not (tmp_path / "w").exists()  # refused before anything was written
 
 
@@ -219,9 +224,9 @@ def test_fork_from_a_runs_phase_one(tmp_path):
     kw = dict(tasks=("reach", "window-open"), steps_per_task=300, learning_starts=100,
               eval_episodes=2, replay_store_size=50, save_score_record=True)
     src = tmp_path / "sac"
-    a = cycle.train_and_evaluate(tiny_config(method="sac", save_fork_point=True, **kw), str(src))
-    assert os.listdir(src / cycle.FORK_POINT)
-    b = cycle.train_and_evaluate(
+    a = training.train_and_evaluate(tiny_config(method="sac", save_fork_point=True, **kw), str(src))
+    assert os.listdir(src / training.FORK_POINT)
+    b = training.train_and_evaluate(
         tiny_config(method="nbsp", selector="random", fork_from=str(src), **kw),
         str(tmp_path / "nbsp"))
     sa, sb = np.asarray(a["sr"]), np.asarray(b["sr"])
@@ -238,9 +243,9 @@ def test_fork_from_a_runs_phase_one(tmp_path):
     assert pb["constant_units"][0]["actor/fc0"][1] == 32
     assert b["phases"][0]["env_steps"] == 300
     with pytest.raises(ValueError, match="hidden"):
-        cycle.train_and_evaluate(tiny_config(method="nbsp", fork_from=str(src), hidden=(16, 16),
+        training.train_and_evaluate(tiny_config(method="nbsp", fork_from=str(src), hidden=(16, 16),
                                              **kw), str(tmp_path / "bad"))
     with pytest.raises(FileNotFoundError, match="no fork point"):
-        cycle.train_and_evaluate(tiny_config(method="nbsp", fork_from=str(tmp_path / "nbsp"),
+        training.train_and_evaluate(tiny_config(method="nbsp", fork_from=str(tmp_path / "nbsp"),
                                              **kw), str(tmp_path / "bad"))
     assert not (tmp_path / "bad").exists()  # refused before anything was written

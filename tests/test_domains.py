@@ -7,10 +7,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from nbsp_jax import atari_replay as ar
+from nbsp_jax.buffers import frames as ar
 from nbsp_jax.config import atari_cycle, validate
 from nbsp_jax.domains import Atari, MetaWorld, get_domain
-from nbsp_jax.envs import Step
+from nbsp_jax.types import Step
 
 
 def _atari(**overrides):

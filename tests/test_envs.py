@@ -16,10 +16,10 @@ from nbsp_jax.envs import (
     MAX_EPISODE_STEPS,
     OBS_DIM,
     SeedVecEnv,
-    _metaworld_env,
     check_task,
     metaworld_tasks,
 )
+from nbsp_jax.envs.metaworld import reference_env
 
 T = MAX_EPISODE_STEPS
 # Every rollout holds 2 envs; the envpool one as 2 seeds x 1 env, the metaworld one as
@@ -283,7 +283,7 @@ def test_metaworld_backend_env_seeds():
     """The metaworld backend's env k is the reference env seeded ``seed + k``, deterministic."""
     r = rollout("window-open", "metaworld")
     for k in range(2):
-        env = _metaworld_env("window-open", k)
+        env = reference_env("window-open", k)
         obs, _ = env.reset()
         env.close()
         np.testing.assert_allclose(obs, r.reset_obs[0, k], atol=1e-6)

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from nbsp_jax.config import validate
-from nbsp_jax.envs_atari import AtariSeedVecEnv, atari_games, check_game, check_memory
+from nbsp_jax.domains import check_memory
+from nbsp_jax.envs import AtariSeedVecEnv, atari_games, check_game
 
 
 def test_game_names():

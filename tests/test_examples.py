@@ -7,8 +7,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from nbsp_jax.masking import get_masks, masks_from_layers, set_masks
-from nbsp_jax.neurons import num_selected
+from nbsp_jax.method import get_masks, masks_from_layers, num_selected, set_masks
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "masked_scale_classifier.py"
 

@@ -6,7 +6,7 @@ import numpy as np
 import optax
 import pytest
 
-from nbsp_jax.masking import (
+from nbsp_jax.method import (
     MaskedScaleState,
     get_masks,
     layer_paths,
@@ -280,7 +280,7 @@ def test_mask_placement_through_the_learners_optimizer(placement):
     the unmasked gradients, exactly as Adam's recurrence gives:
     step_t = lr * m_t / (1 - b1^t) / (sqrt(v_t / (1 - b2^t)) + eps)."""
     from nbsp_jax.config import base_config
-    from nbsp_jax.cycle import make_learner
+    from nbsp_jax.training import make_learner
 
     c = base_config()
     c.method, c.hidden, c.mask_placement = "nbsp", (8,), placement

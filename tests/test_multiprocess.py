@@ -10,27 +10,11 @@ import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-_RUN = r"""
-import json, sys
-from nbsp_jax.sharding import maybe_initialize_distributed
-maybe_initialize_distributed()
-import jax, numpy as np
-from nbsp_jax import cycle
-from nbsp_jax.config import base_config
-c = base_config()
-c.tasks, c.hidden, c.batch_size, c.buffer_size, c.chunk_steps = ("reach",), (32, 32), 32, 2000, 50
-c.steps_per_task, c.learning_starts, c.eval_episodes, c.progress = 600, 200, 1, False
-c.num_seeds, c.seed_offset = int(sys.argv[2]), int(sys.argv[3])
-r = cycle.train_and_evaluate(c, sys.argv[1])
-kernel = r["state"].params.actor["params"]["fc0"]["kernel"]
-print(json.dumps({"process": jax.process_index(), "sr": r["sr"], "phases": r["phases"],
-                  "metrics": r["metrics"],
-                  "kernel_sums": np.asarray(kernel).sum(axis=(1, 2)).tolist()}))
-"""
+SCRIPT = os.path.join(ROOT, "tests", "scripts", "process_run.py")
 
 
 def _run(workdir, num_seeds, offset, env=None, wait=True):
-    proc = subprocess.Popen([sys.executable, "-c", _RUN, str(workdir), str(num_seeds),
+    proc = subprocess.Popen([sys.executable, SCRIPT, str(workdir), str(num_seeds),
                              str(offset)], cwd=ROOT, env={**os.environ, **(env or {})},
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     return _result(proc) if wait else proc

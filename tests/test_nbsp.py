@@ -5,12 +5,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from nbsp_jax import nbsp, replay, sac
+from nbsp_jax import method as nbsp_method
+from nbsp_jax.agents import sac
+from nbsp_jax.buffers import transitions as replay
 from nbsp_jax.config import base_config
-from nbsp_jax.cycle import make_learner, seed_keys
-from nbsp_jax.envs import Step
-from nbsp_jax.masking import MaskedScaleState, get_masks
-from nbsp_jax.recorder import GoalRecorder
+from nbsp_jax.method import GoalRecorder, MaskedScaleState, get_masks
+from nbsp_jax.training import make_learner, seed_keys
+from nbsp_jax.types import Step
 
 
 def _filled(capacity, value, obs_dim=39, action_dim=4, n=None):
@@ -26,26 +27,28 @@ def _filled(capacity, value, obs_dim=39, action_dim=4, n=None):
 def test_replay_cadence_every_kth_step():
     agent = sac.make_sac(39, 4, hidden=(8,), batch_size=16)
     current, pre = _filled(50, 0.0), _filled(50, 1000.0)
-    sampler = jax.jit(nbsp.replay_sampler(sac.buffer_sampler(agent, current),
-                                          sac.buffer_sampler(agent, pre), pre.size > 0, 10))
+    sampler = jax.jit(nbsp_method.replay_sampler(replay.sampler(current, agent.batch_size),
+                                            replay.sampler(pre, agent.batch_size), pre.size > 0,
+                                            10))
     from_pre = [bool(sampler(jax.random.key(g), jnp.int32(g)).reward.min() >= 1000)
                 for g in range(31)]
     assert from_pre == [g % 10 == 0 for g in range(31)]
     # An empty earlier-task buffer is never used.
     empty = replay.init_buffer(50, 39, 4)
-    sampler = jax.jit(nbsp.replay_sampler(sac.buffer_sampler(agent, current),
-                                          sac.buffer_sampler(agent, empty), empty.size > 0, 10))
+    sampler = jax.jit(nbsp_method.replay_sampler(replay.sampler(current, agent.batch_size),
+                                            replay.sampler(empty, agent.batch_size),
+                                            empty.size > 0, 10))
     assert float(sampler(jax.random.key(0), jnp.int32(0)).reward.max()) < 1000
 
 
 def test_store_for_replay_draws_distinct_filled_rows():
     cur = _filled(100, 0.0, n=60)  # rows 0..59 filled, rewards 0..59
     pre = replay.init_buffer(200, 39, 4)
-    pre = nbsp.store_for_replay(pre, cur, jax.random.key(0), store_size=25)
+    pre = replay.store_for_replay(pre, cur, jax.random.key(0), store_size=25)
     got = np.asarray(pre.data.reward[:25])
     assert int(pre.size) == 25 and len(set(got.tolist())) == 25 and got.max() < 60
     # Asking for more than is there stores everything once.
-    pre = nbsp.store_for_replay(pre, cur, jax.random.key(1), store_size=80)
+    pre = replay.store_for_replay(pre, cur, jax.random.key(1), store_size=80)
     assert int(pre.size) == 25 + 60
     assert sorted(np.asarray(pre.data.reward[25:85]).tolist()) == list(range(60))
 
@@ -92,7 +95,7 @@ def _end_task(learner, state, seed=0):
 @pytest.mark.parametrize("method", ["sac", "replay_only", "mask_only", "nbsp", "nbsp_hard"])
 def test_method_switches(method):
     learner = make_learner(_config(method))
-    spec = nbsp.METHODS[method]
+    spec = nbsp_method.METHODS[method]
     assert learner.spec == spec
     state = jax.vmap(lambda key: sac.init_state(learner.agent, key))(seed_keys(0, 2))
     has_masks = any(isinstance(x, MaskedScaleState) for x in jax.tree.leaves(
@@ -237,7 +240,7 @@ def test_replayed_batches_reach_critics_actor_and_temperature(monkeypatch, pf):
 
 def test_replayed_batches_reach_the_discrete_actor(monkeypatch):
     """Discrete SAC updates every network on every batch: 1 in 10 for each."""
-    from nbsp_jax import sac_discrete
+    from nbsp_jax.agents import sac_discrete
 
     _tag_updates(monkeypatch, sac_discrete, lambda obs: obs[:, 0, 0, 0] == 255)
     agent = sac_discrete.make_sac_discrete((4, 12, 12), 3, hidden=(4,),
@@ -250,7 +253,7 @@ def test_replayed_batches_reach_the_discrete_actor(monkeypatch):
         batch = replay.Transition(obs, jnp.zeros(2, jnp.int32), jnp.zeros(2), obs, jnp.zeros(2))
         return lambda key, step: batch
 
-    sampler = nbsp.replay_sampler(sampler_of(0), sampler_of(255), jnp.array(True), 10)
+    sampler = nbsp_method.replay_sampler(sampler_of(0), sampler_of(255), jnp.array(True), 10)
     run = jax.jit(lambda s, step0: sac_discrete.update_many(agent, s, sampler, 16, step0))
     for step0 in (0, 16, 32, 4000):
         state, info = run(state, jnp.int32(step0))

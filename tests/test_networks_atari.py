@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from nbsp_jax import networks_atari as na
+from nbsp_jax import networks as na
 from nbsp_jax.networks import ReLUConv, record
 
 IMPLS = [i for i in na.CONV_IMPLS if i not in ("xla", "auto")]  # auto: s2d or xla

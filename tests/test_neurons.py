@@ -7,9 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from nbsp_jax.neurons import (
+from nbsp_jax.method import (
     activation_scores,
-    channel_mean,
     is_constant,
     neuron_masks,
     num_selected,
@@ -19,6 +18,7 @@ from nbsp_jax.neurons import (
     skill_scores,
     weight_scores,
 )
+from nbsp_jax.networks import channel_mean
 
 # Hand-computed example, T = 4 steps.
 # goal = [0, 0, 1, 3]: mean_q = 1.0; goal > mean_q (strict) = [F, F, F, T]

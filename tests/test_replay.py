@@ -1,7 +1,7 @@
 import jax.numpy as jnp
 import numpy as np
 
-from nbsp_jax import replay
+from nbsp_jax.buffers import transitions as replay
 
 
 def _batch(values):

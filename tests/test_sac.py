@@ -4,7 +4,8 @@ import numpy as np
 import optax
 from jax.scipy.stats import norm
 
-from nbsp_jax import replay, sac
+from nbsp_jax.agents import sac
+from nbsp_jax.buffers import transitions as replay
 
 
 def _agent(**kw):
@@ -58,7 +59,8 @@ def test_update_many_counts_and_polyak():
     rows = replay.Transition(jnp.ones((64, 3)), jnp.zeros((64, 2)), jnp.ones(64),
                              jnp.ones((64, 3)), jnp.zeros(64))
     buf = replay.add(buf, rows, jnp.ones(64, bool))
-    new, info = sac.update_many(agent, state, sac.buffer_sampler(agent, buf), 6, jnp.int32(0))
+    sampler = replay.sampler(buf, agent.batch_size)
+    new, info = sac.update_many(agent, state, sampler, 6, jnp.int32(0))
     count = lambda s: int(optax.tree_utils.tree_get(s, "count"))
     # 6 critic steps; CleanRL's delayed policy: 3 rounds x 2 actor (and alpha) steps.
     assert count(new.opt.q) == 6 and count(new.opt.actor) == 6 and count(new.opt.alpha) == 6
@@ -82,7 +84,7 @@ def test_learns_one_step_bandit():
     reward = -((act - 0.5) ** 2).sum(-1) * 10.0
     buf = replay.add(replay.init_buffer(n, 3, 2),
                      replay.Transition(obs, act, reward, obs, jnp.ones(n)), jnp.ones(n, bool))
-    run = jax.jit(lambda s: sac.update_many(agent, s, sac.buffer_sampler(agent, buf), 1000,
+    run = jax.jit(lambda s: sac.update_many(agent, s, replay.sampler(buf, agent.batch_size), 1000,
                                             jnp.int32(0)))
     state, info = run(state)
     a = sac.deterministic_action(agent, state.params.actor, obs[:256])

@@ -12,10 +12,12 @@ import numpy as np
 import optax
 import pytest
 
-from nbsp_jax import networks_atari, sac_discrete
-from nbsp_jax.masking import masked_scale, masks_from_layers, set_masks
+from nbsp_jax import networks as networks_atari
+from nbsp_jax.agents import sac_discrete
+from nbsp_jax.buffers import transitions as replay
+from nbsp_jax.buffers.transitions import ReplayBuffer, Transition
+from nbsp_jax.method import masked_scale, masks_from_layers, set_masks
 from nbsp_jax.networks import record
-from nbsp_jax.replay import ReplayBuffer, Transition
 
 # A small trunk on 12x12 frames: 12 -(4/2)-> 5 -(3/1)-> 3 -(2/1)-> 2, flatten 2*2*2 = 8.
 TINY_CONVS = ((4, 4, 2), (3, 3, 1), (2, 2, 1))
@@ -322,7 +324,7 @@ def _buffer():
 # Two seeds in lockstep, three gradient steps per call, a hard target copy every 4 steps.
 STEP = jax.jit(jax.vmap(
     lambda s, buf, step0: sac_discrete.update_many(
-        AGENT, s, sac_discrete.buffer_sampler(AGENT, buf), 3, step0, target_every=4),
+        AGENT, s, replay.sampler(buf, AGENT.batch_size), 3, step0, target_every=4),
     in_axes=(0, None, None)))
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from nbsp_jax.config import base_config, validate
-from nbsp_jax.cycle import train_and_evaluate
+from nbsp_jax.training import train_and_evaluate
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

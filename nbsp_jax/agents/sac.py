@@ -20,40 +20,16 @@ is at most one chunk old.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
 
+from nbsp_jax.agents.common import new_state
 from nbsp_jax.networks import GaussianActor, QNetwork
-from nbsp_jax.replay import ReplayBuffer, Transition, sample
-
-
-class SACParams(NamedTuple):
-    """Actor variables, twin critics ``{'qf1', 'qf2'}``, their targets, and log temperature."""
-
-    actor: dict
-    q: dict
-    q_target: dict
-    log_alpha: jax.Array
-
-
-class SACOptStates(NamedTuple):
-    """Optimizer states of actor, critics (one optimizer over both) and temperature."""
-
-    actor: optax.OptState
-    q: optax.OptState
-    alpha: optax.OptState
-
-
-class SACState(NamedTuple):
-    """Everything one seed's learner carries between updates."""
-
-    params: SACParams
-    opt: SACOptStates
-    key: jax.Array
+from nbsp_jax.types import SACState, Sampler, Transition
 
 
 class SAC(NamedTuple):
@@ -114,13 +90,7 @@ def init_state(agent: SAC, key: jax.Array) -> SACState:
     act = jnp.zeros((1, agent.action_dim), jnp.float32)
     actor = agent.actor.init(k_actor, obs)
     q = {"qf1": agent.critic.init(k_q1, obs, act), "qf2": agent.critic.init(k_q2, obs, act)}
-    log_alpha = jnp.zeros((), jnp.float32)
-    # A copy, not an alias: the update donates its input state buffers.
-    params = SACParams(actor, q, jax.tree.map(jnp.copy, q), log_alpha)
-    opt = SACOptStates(
-        agent.actor_opt.init(actor), agent.q_opt.init(q), agent.alpha_opt.init(log_alpha)
-    )
-    return SACState(params, opt, key)
+    return new_state(agent, actor, q, key)
 
 
 def sample_action(
@@ -211,15 +181,6 @@ def actor_alpha_update(
     return state._replace(params=params, opt=opt), info
 
 
-Sampler = Callable[[jax.Array, jax.Array], Transition]
-"""``sampler(key, gradient_step) -> batch``: where each gradient step draws its batch from."""
-
-
-def buffer_sampler(agent: SAC, buffer: ReplayBuffer) -> Sampler:
-    """Every batch uniformly from ``buffer`` (replay of earlier tasks plugs in here)."""
-    return lambda key, step: sample(buffer, key, agent.batch_size)
-
-
 def update_many(
     agent: SAC, state: SACState, sampler: Sampler, num_updates: int, step0: jax.Array
 ) -> tuple[SACState, dict]:
@@ -228,7 +189,7 @@ def update_many(
     Args:
       agent: static agent.
       state: one seed's learner state.
-      sampler: where batches come from (see :func:`buffer_sampler`).
+      sampler: where batches come from (e.g. :func:`nbsp_jax.buffers.transitions.sampler`).
       num_updates: static; a multiple of ``agent.policy_frequency``.
       step0: int32 scalar, the gradient-step counter before this call, a multiple of
         ``policy_frequency`` (the loop's counter always is). Batch ``i`` of the call is drawn

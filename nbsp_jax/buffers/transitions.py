@@ -18,17 +18,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-
-class Transition(NamedTuple):
-    """One batch of transitions: obs ``[..., D]``, action ``[..., A]``, the rest ``[...]``."""
-
-    obs: jax.Array
-    action: jax.Array
-    reward: jax.Array
-    next_obs: jax.Array
-    # 1.0 where the episode *terminated* at this step (no bootstrap). Time-limit truncation
-    # stores 0.0 so the target bootstraps from next_obs.
-    terminated: jax.Array
+from nbsp_jax.types import Sampler, Transition
 
 
 class ReplayBuffer(NamedTuple):
@@ -87,3 +77,22 @@ def sample(buffer: ReplayBuffer, key: jax.Array, batch_size: int) -> Transition:
     """
     idx = jax.random.randint(key, (batch_size,), 0, jnp.maximum(buffer.size, 1))
     return jax.tree.map(lambda x: x[idx], buffer.data)
+
+
+def store_for_replay(pre: ReplayBuffer, current: ReplayBuffer, key: jax.Array,
+                     store_size: int) -> ReplayBuffer:
+    """Appends ``store_size`` transitions drawn uniformly (without replacement) from ``current``
+    to the earlier-task buffer ``pre`` (Eq. 8); all of them if ``current`` holds fewer."""
+    capacity = current.data.reward.shape[0]
+    n = min(store_size, capacity)
+    u = jax.random.uniform(key, (capacity,))
+    u = jnp.where(jnp.arange(capacity) < current.size, u, -1.0)
+    _, idx = jax.lax.top_k(u, n)  # filled rows rank first
+    rows = jax.tree.map(lambda x: x[idx], current.data)
+    return add(pre, rows, jnp.arange(n) < current.size)
+
+
+def sampler(buffer: ReplayBuffer, batch_size: int) -> Sampler:
+    """A :data:`~nbsp_jax.types.Sampler` that draws every batch uniformly from ``buffer``
+    (replay of earlier tasks plugs in around it, :func:`nbsp_jax.method.replay_sampler`)."""
+    return lambda key, step: sample(buffer, key, batch_size)

@@ -14,12 +14,12 @@ reset step: the game goes on and the next step is valid.
 
 from __future__ import annotations
 
-import difflib
 import re
 
 import numpy as np
 
-from nbsp_jax.envs import EpisodeStats, Step
+from nbsp_jax.envs.common import PoolView, unknown_name
+from nbsp_jax.types import EpisodeStats, Step
 
 NUM_ACTIONS = 18
 OBS_SHAPE = (4, 84, 84)
@@ -43,12 +43,10 @@ def check_game(game: str) -> str:
     for g in games:
         if g.lower() == key:
             return g
-    close = difflib.get_close_matches(game, games, n=3)
-    hint = f" Did you mean {close}?" if close else ""
-    raise ValueError(f"unknown Atari game {game!r}.{hint} Available games: {', '.join(games)}")
+    raise unknown_name("Atari game", game, games, "Available games")
 
 
-class AtariSeedVecEnv:
+class AtariSeedVecEnv(PoolView):
     """One EnvPool pool of ``S * E`` Atari games seen as ``[S, E, ...]`` arrays.
 
     Same interface as :class:`nbsp_jax.envs.SeedVecEnv`: ``reset() -> obs [S, E, 4, 84, 84]``
@@ -65,8 +63,7 @@ class AtariSeedVecEnv:
         import envpool
 
         self.game = check_game(game)
-        self.num_seeds, self.num_envs = num_seeds, num_envs
-        self.shape = (num_seeds, num_envs)
+        super().__init__(num_seeds, num_envs)
         n = num_seeds * num_envs
         self._env = envpool.make(
             f"{self.game}-v5", env_type="gymnasium", num_envs=n, seed=seed,
@@ -76,77 +73,35 @@ class AtariSeedVecEnv:
             max_episode_steps=max_episode_steps,
         )
         self._reset_next = np.zeros(n, bool)
-        self._ret = np.zeros(n)
-        self._len = np.zeros(n, np.int64)
         self.raw_reward = np.zeros(self.shape, np.float32)
         self.game_over = np.zeros(self.shape, bool)
-
-    def _split(self, x) -> np.ndarray:
-        x = np.asarray(x)
-        return x.reshape(self.shape + x.shape[1:])
 
     def reset(self) -> np.ndarray:
         obs, _ = self._env.reset()
         self._reset_next[:] = False
-        self._ret[:] = 0.0
-        self._len[:] = 0
-        return self._split(obs)
+        self.reset_episodes()
+        return self.split(obs)
 
     def step(self, actions: np.ndarray) -> tuple[Step, EpisodeStats]:
         flat = np.asarray(actions, np.int32).reshape(-1)
         obs, reward, term, trunc, info = self._env.step(flat)
         valid = ~self._reset_next
         raw = np.asarray(info["reward"], np.float64)
-        self._ret = np.where(valid, self._ret + raw, 0.0)
-        self._len = np.where(valid, self._len + 1, 0)
+        self.count(valid, raw)
         # The game is over (and resets on the next step) at the last life or the time limit;
         # a life loss under episodic life only terminates the training episode.
         game_over = valid & ((term & (np.asarray(info["lives"]) == 0)) | trunc)
-        seeds = np.repeat(np.arange(self.num_seeds), self.num_envs)
-        stats = EpisodeStats(seeds[game_over], self._ret[game_over], self._len[game_over],
-                             np.zeros(int(game_over.sum()), bool))
+        stats = self.finished(game_over, np.zeros_like(game_over))
         self._reset_next = game_over
-        self.game_over = self._split(game_over)
-        self.raw_reward = self._split(np.where(valid, raw, 0.0).astype(np.float32))
-        z = self._split(np.zeros_like(valid))
-        step = Step(self._split(obs), self._split(reward.astype(np.float32)),
-                    self._split(term & valid), self._split(trunc & valid), z,
-                    self._split(valid))
+        self.game_over = self.split(game_over)
+        self.raw_reward = self.split(np.where(valid, raw, 0.0).astype(np.float32))
+        z = self.split(np.zeros_like(valid))
+        step = Step(self.split(obs), self.split(reward.astype(np.float32)),
+                    self.split(term & valid), self.split(trunc & valid), z,
+                    self.split(valid))
         return step, stats
 
     def close(self) -> None:
         close = getattr(self._env, "close", None)
         if close is not None:
             close()
-
-
-def bytes_per_seed(buffer_size: int, replay_store_size: int, num_phases: int) -> int:
-    """Host/device bytes one seed's replay needs: the frame-once current-task buffer plus the
-    earlier-task buffer (also frame-once) over ``num_phases - 1`` stored tasks."""
-    from nbsp_jax.atari_replay import buffer_bytes
-
-    return buffer_bytes(buffer_size) + buffer_bytes(replay_store_size * max(num_phases - 1, 1))
-
-
-def machine_memory_bytes() -> int:
-    """Physical memory of this machine."""
-    import os
-
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-
-
-def check_memory(buffer_size: int, replay_store_size: int, num_phases: int, num_seeds: int,
-                 budget: float = 0.8) -> int:
-    """Raises ValueError, with the estimate, if the replay of all seeds would not fit in
-    ``budget`` of physical memory; returns the estimate in bytes otherwise."""
-    need = num_seeds * bytes_per_seed(buffer_size, replay_store_size, num_phases)
-    have = machine_memory_bytes()
-    if need > budget * have:
-        raise ValueError(
-            f"the replay buffers need about {need / 2**30:.1f} GiB ({num_seeds} seeds x "
-            f"{bytes_per_seed(buffer_size, replay_store_size, num_phases) / 2**30:.2f} GiB: "
-            f"buffer_size={buffer_size}, replay_store_size={replay_store_size} x "
-            f"{max(num_phases - 1, 1)} earlier tasks), more than {budget:.0%} of this "
-            f"machine's {have / 2**30:.1f} GiB; lower num_seeds or buffer_size"
-        )
-    return need

@@ -41,16 +41,16 @@ the run, learning starts included, so its copies fall at a fixed phase offset fr
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
 
-from nbsp_jax.networks_atari import NATURE_CNN, DiscreteActor, DiscreteQ
-from nbsp_jax.replay import ReplayBuffer, Transition, sample
-from nbsp_jax.sac import SACOptStates, SACParams, SACState
+from nbsp_jax.agents.common import new_state
+from nbsp_jax.networks import NATURE_CNN, DiscreteActor, DiscreteQ
+from nbsp_jax.types import SACOptStates, SACParams, SACState, Sampler, Transition
 
 __all__ = [
     "SACDiscrete",
@@ -61,7 +61,6 @@ __all__ = [
     "actor_alpha_update",
     "actor_loss",
     "alpha_loss",
-    "buffer_sampler",
     "critic_loss",
     "critic_update",
     "greedy_action",
@@ -156,13 +155,7 @@ def init_state(agent: SACDiscrete, key: jax.Array) -> SACState:
     obs = jnp.zeros((1, *agent.obs_shape), jnp.uint8)
     actor = agent.actor.init(k_actor, obs)
     q = {"qf1": agent.critic.init(k_q1, obs), "qf2": agent.critic.init(k_q2, obs)}
-    log_alpha = jnp.zeros((), jnp.float32)
-    # A copy, not an alias: the update donates its input state buffers.
-    params = SACParams(actor, q, jax.tree.map(jnp.copy, q), log_alpha)
-    opt = SACOptStates(
-        agent.actor_opt.init(actor), agent.q_opt.init(q), agent.alpha_opt.init(log_alpha)
-    )
-    return SACState(params, opt, key)
+    return new_state(agent, actor, q, key)
 
 
 def policy(agent: SACDiscrete, actor_params: dict, obs: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -290,15 +283,6 @@ def update(agent: SACDiscrete, state: SACState, batch: Transition) -> tuple[SACS
     return state, {**info, **a_info}
 
 
-Sampler = Callable[[jax.Array, jax.Array], Transition]
-"""``sampler(key, gradient_step) -> batch``: where each gradient step draws its batch from."""
-
-
-def buffer_sampler(agent: SACDiscrete, buffer: ReplayBuffer) -> Sampler:
-    """Every batch uniformly from ``buffer``."""
-    return lambda key, step: sample(buffer, key, agent.batch_size)
-
-
 def update_many(
     agent: SACDiscrete,
     state: SACState,
@@ -312,7 +296,7 @@ def update_many(
     Args:
       agent: static agent.
       state: one seed's learner state.
-      sampler: where batches come from (see :func:`buffer_sampler`).
+      sampler: where batches come from (e.g. :func:`nbsp_jax.buffers.transitions.sampler`).
       num_updates: static number of gradient steps.
       step0: int32 scalar, the gradient-step counter before this call (drives the replay
         cadence and the target copies; may be unbatched under ``vmap``).

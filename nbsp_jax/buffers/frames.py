@@ -66,7 +66,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from nbsp_jax.replay import Transition
+from nbsp_jax.buffers.transitions import Transition
 
 STACK = 4
 FRAME_SHAPE = (84, 84)

@@ -24,10 +24,7 @@ amplifies that over many steps (as it does for any recompilation). ``lax.map`` u
 Multi-host: :func:`maybe_initialize_distributed` starts ``jax.distributed`` when a
 multi-process launch is detected. The training loop then runs each process's contiguous block
 of seeds (process ``i`` of ``P``: seeds ``i * S / P`` onwards) as a run of its own on its local
-devices, and gathers the results with :func:`allgather_json` (``nbsp_jax.cycle``). For code
-that wants one global array over all processes' seeds instead, :func:`seed_mesh` spans the
-devices of all processes, :func:`global_seed_array` builds global arrays from per-process data
-and :func:`to_host` brings them back.
+devices, and gathers the results with :func:`allgather_json` (:mod:`nbsp_jax.training.loop`).
 """
 
 from __future__ import annotations
@@ -47,16 +44,13 @@ __all__ = [
     "allgather_json",
     "check_divisible",
     "distributed_config",
-    "global_seed_array",
     "is_seed_sharded",
     "maybe_initialize_distributed",
-    "process_seed_slice",
     "replicated",
     "seed_mesh",
     "seed_parallel",
     "seed_sharding",
     "shard_seeds",
-    "to_host",
     "valid_num_seeds",
 ]
 
@@ -177,74 +171,6 @@ def seed_parallel(fn: Callable, mesh: Mesh, in_axes: Sequence[int | None]) -> Ca
     # seed-dependent; every output is declared seed-sharded, so nothing needs to be invariant.
     return jax.shard_map(fn, mesh=mesh, in_specs=specs, out_specs=PartitionSpec(SEED_AXIS),
                          check_vma=False)
-
-
-def process_seed_slice(num_seeds: int, mesh: Mesh) -> slice:
-    """The seeds ``[start, stop)`` held by this process's devices (all seeds single-process).
-
-    Multi-host, each process steps the environments of only these seeds and feeds their host
-    data to :func:`global_seed_array`.
-    """
-    check_divisible(num_seeds, mesh)
-    index_map = seed_sharding(mesh).addressable_devices_indices_map((num_seeds,))
-    starts = sorted(idx[0].indices(num_seeds)[:2] for idx in index_map.values())
-    for (_, stop), (start, _) in zip(starts[:-1], starts[1:], strict=True):
-        if stop != start:
-            raise ValueError(f"this process's seeds are not contiguous: {starts}")
-    return slice(starts[0][0], starts[-1][1])
-
-
-def global_seed_array(tree: Any, mesh: Mesh) -> Any:
-    """Builds global seed-sharded arrays from this process's host data.
-
-    Args:
-      tree: pytree of this process's data: rank >= 1 leaves are ``[S_local, ...]`` for the
-        seeds :func:`process_seed_slice` names (NumPy, or typed PRNG key arrays); rank-0
-        leaves must be the same value in every process.
-      mesh: from :func:`seed_mesh`.
-
-    Returns:
-      The same tree of ``jax.Array``s ``[S, ...]`` with ``S = S_local * num_processes``, seed
-      sharded (rank-0 leaves replicated), via ``jax.make_array_from_process_local_data``. In a
-      single process ``S_local = S`` and this equals :func:`shard_seeds`.
-    """
-    n_local = len(mesh.local_devices)
-    split, full = seed_sharding(mesh), replicated(mesh)
-
-    def build(path, x):
-        if _is_key(x):
-            impl = jax.random.key_impl(x)
-            data = build(path, np.asarray(jax.random.key_data(x)))
-            return jax.random.wrap_key_data(data, impl=impl)
-        x = np.asarray(x)
-        if x.ndim == 0:
-            return jax.make_array_from_process_local_data(full, x, x.shape)
-        if x.shape[0] % n_local:
-            raise ValueError(
-                f"leaf {jax.tree_util.keystr(path)}: {x.shape[0]} local seeds do not split "
-                f"over this process's {n_local} devices"
-            )
-        return jax.make_array_from_process_local_data(split, x)
-
-    return jax.tree_util.tree_map_with_path(build, tree)
-
-
-def to_host(tree: Any) -> Any:
-    """NumPy copies of a tree of (possibly multi-host) arrays, in every process.
-
-    Arrays that this process holds entirely are fetched with ``jax.device_get``; global arrays
-    spanning several processes are gathered with ``multihost_utils.process_allgather`` (a
-    collective: every process must call it). Typed PRNG keys come back as their raw key data.
-    """
-
-    def fetch(x):
-        if _is_key(x):
-            x = jax.random.key_data(x)
-        if isinstance(x, jax.Array) and not x.is_fully_addressable:
-            return np.asarray(multihost_utils.process_allgather(x, tiled=True))
-        return np.asarray(jax.device_get(x))
-
-    return jax.tree.map(fetch, tree)
 
 
 def allgather_json(obj: Any) -> list:

@@ -1,56 +1,48 @@
-"""Skill-neuron scores and masks (NBSP Eq. 1-5 and 7, Algorithm 1).
+"""Skill-neuron scores (NBSP Eq. 1-4, Algorithm 1) and the ablation's other selectors.
 
 Shapes: ``T`` recorded steps, ``N`` neurons of one layer. A neuron is one output unit of a
 hidden Dense layer or one output channel of a Conv layer (its activation is the channel's mean
-over height and width, see :func:`channel_mean`). Per-layer values travel in dicts keyed by the
-layer's module path (``'fc0'``, ``'trunk/conv0'``), the same keys that
-:func:`nbsp_jax.masking.masks_from_layers` takes. The last layer of a network is never a
+over height and width, see :func:`nbsp_jax.networks.channel_mean`). Per-layer values travel in
+dicts keyed by the layer's module path (``'fc0'``, ``'trunk/conv0'``), the same keys that
+:func:`nbsp_jax.method.masks_from_layers` takes. The last layer of a network is never a
 candidate: leave it out of these dicts.
 
 Everything here is jittable (``proportion`` static) and vmappable over a leading seed axis.
 
 Selectors for the Table 3 ablation (:func:`skill_scores` / :func:`score_layers` for the goal
 method, :func:`random_scores`, :func:`activation_scores`, :func:`weight_scores`) all return a
-scores dict that :func:`neuron_masks` ranks. Only goal scores lie in ``[0.5, 1]`` and mean
-anything in the mask formula ``alpha * (1 - score)``; with another selector pass the goal scores
-as ``mask_values``, so that the selector decides *which* neurons are masked and the goal scores
-decide *how much*.
+scores dict that :func:`nbsp_jax.method.neuron_masks` ranks. Only goal scores lie in
+``[0.5, 1]`` and mean anything in the mask formula ``alpha * (1 - score)``; with another
+selector pass the goal scores as ``mask_values``, so that the selector decides *which*
+neurons are masked and the goal scores decide *how much*.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 
-from nbsp_jax.masking import layer_paths
+from nbsp_jax.method.masked_scale import layer_paths
+from nbsp_jax.method.switches import SELECTORS
+from nbsp_jax.networks import record
+from nbsp_jax.types import SACState
 
 __all__ = [
     "activation_scores",
-    "channel_mean",
     "constant_units",
     "is_constant",
-    "neuron_masks",
-    "num_selected",
     "random_scores",
+    "record_networks",
     "score_layers",
-    "select_top",
+    "score_networks",
     "skill_scores",
     "weight_scores",
 ]
 
 Scores = dict[str, jax.Array]
-
-
-def channel_mean(act: jax.Array) -> jax.Array:
-    """Reduces a conv activation ``[T, H, W, C]`` (or any ``[T, ..., N]``) to ``[T, N]``."""
-    act = jnp.asarray(act)
-    if act.ndim < 2:
-        raise ValueError(f"channel_mean: expected [T, ..., N], got shape {act.shape}")
-    return act.reshape(act.shape[0], -1, act.shape[-1]).mean(axis=1)
 
 
 def _valid_weights(valid: jax.Array | None, t: int) -> jax.Array:
@@ -155,104 +147,6 @@ def is_constant(goal: jax.Array, valid: jax.Array | None = None) -> jax.Array:
     return ~(hi > lo)
 
 
-def num_selected(total: int, proportion: float) -> int:
-    """Number of skill neurons: ``proportion * total`` rounded to the nearest integer.
-
-    Halves round up (``0.5 * 5 -> 3``); rounding (rather than flooring) also absorbs float
-    error such as ``0.29 * 100 = 28.999...``.
-
-    Args:
-      total: number of candidate neurons.
-      proportion: fraction in ``[0, 1]``.
-
-    Returns:
-      An int in ``[0, total]``.
-    """
-    if not 0.0 <= proportion <= 1.0:
-        raise ValueError(f"proportion must be in [0, 1], got {proportion}")
-    return min(total, int(math.floor(proportion * total + 0.5)))
-
-
-def select_top(scores: Mapping[str, jax.Array], proportion: float) -> dict[str, jax.Array]:
-    """Marks the top ``proportion`` of all neurons in ``scores``, ranked jointly (Eq. 5).
-
-    Layers are concatenated in sorted key order; a neuron's global index is its position in
-    that concatenation. Neurons are ranked by descending score, ties going to the lower global
-    index, so the result does not depend on dict insertion order. NaN scores rank last. The
-    count is :func:`num_selected` of the total.
-
-    Args:
-      scores: ``{layer: [N_layer]}``; higher means more of a skill neuron.
-      proportion: fraction of neurons to select (static under ``jit``).
-
-    Returns:
-      ``{layer: [N_layer] bool}`` with exactly ``num_selected(sum N_layer, proportion)`` True.
-    """
-    keys = sorted(scores)
-    for k in keys:
-        if jnp.ndim(scores[k]) != 1:
-            raise ValueError(f"select_top: scores['{k}'] must be 1-D, got {jnp.shape(scores[k])}")
-    sizes = [jnp.shape(scores[k])[0] for k in keys]
-    flat = jnp.concatenate([jnp.asarray(scores[k], jnp.float32) for k in keys])
-    total = flat.shape[0]
-    m = num_selected(total, proportion)
-    index = jnp.arange(total, dtype=jnp.int32)
-    # Sort by (-score, index): descending score, lower index first on ties; NaN last.
-    _, order = jax.lax.sort((-flat, index), num_keys=2)
-    chosen = jnp.zeros((total,), bool).at[order[:m]].set(True)
-    out, start = {}, 0
-    for k, n in zip(keys, sizes, strict=True):
-        out[k] = chosen[start : start + n]
-        start += n
-    return out
-
-
-def neuron_masks(
-    scores: Mapping[str, jax.Array],
-    proportion: float = 0.2,
-    alpha: float = 0.2,
-    hard: bool = False,
-    mask_values: Mapping[str, jax.Array] | None = None,
-) -> dict[str, jax.Array]:
-    """Per-neuron update masks (Eq. 7).
-
-    The top ``proportion`` of neurons by ``scores`` (see :func:`select_top`) are skill neurons
-    and get ``alpha * (1 - value)``, or 0 when ``hard``; every other neuron gets 1. ``value``
-    is the neuron's goal score: ``scores`` itself by default, or ``mask_values`` when the
-    ranking comes from another selector (random, activation, weight norm), whose values do not
-    lie in ``[0.5, 1]`` and would give meaningless or negative masks.
-
-    Args:
-      scores: ``{layer: [N_layer]}`` ranking scores (last layer excluded by the caller).
-      proportion: fraction of all neurons that are skill neurons (static under ``jit``).
-      alpha: restriction strength (0.2 in the paper).
-      hard: if True, skill neurons get mask 0 (the "hard masking" ablation).
-      mask_values: optional ``{layer: [N_layer]}`` goal scores used in the formula; same keys
-        and shapes as ``scores``.
-
-    Returns:
-      ``{layer: [N_layer]}`` float32 masks, same keys as ``scores``. To keep, per neuron, the
-      smallest mask over past tasks, combine with ``jax.tree.map(jnp.minimum, old, new)``.
-    """
-    if mask_values is not None and set(mask_values) != set(scores):
-        raise ValueError(
-            f"neuron_masks: mask_values keys {sorted(mask_values)} != scores keys {sorted(scores)}"
-        )
-    values = scores if mask_values is None else mask_values
-    selected = select_top(scores, proportion)
-    out = {}
-    for k in scores:
-        v = jnp.asarray(values[k], jnp.float32)
-        if v.shape != selected[k].shape:
-            raise ValueError(
-                f"neuron_masks: mask_values['{k}'] has shape {v.shape}, "
-                f"expected {selected[k].shape}"
-            )
-        skill = jnp.zeros_like(v) if hard else alpha * (1.0 - v)
-        out[k] = jnp.where(selected[k], skill, 1.0).astype(jnp.float32)
-    return out
-
-
 def random_scores(key: jax.Array, sizes: Mapping[str, int]) -> Scores:
     """Uniform ``[0, 1)`` scores: ranking by them selects a uniformly random set of neurons.
 
@@ -322,3 +216,83 @@ def weight_scores(params: Any, layers: Iterable[str]) -> Scores:
         kernel = jnp.asarray(_module(params, layer), jnp.float32)
         out[layer] = jnp.linalg.norm(kernel.reshape(-1, kernel.shape[-1]), axis=0)
     return out
+
+
+def record_networks(agent, state: SACState, obs: jax.Array, action: jax.Array,
+                    chunk: int | None = None, critic_takes_action: bool = True) -> dict:
+    """Post-ReLU hidden activations of each network: ``{net: {layer: [T, N]}}``.
+
+    The actor sees ``obs [T, ...]``; critics see the recorded pairs ``(obs, action [T, A])``,
+    or ``obs`` alone when not ``critic_takes_action`` (discrete critics output every action's
+    value).
+
+    Args:
+      agent: anything with ``actor`` and ``critic`` Flax modules (both SAC agents).
+      chunk: record ``chunk`` steps at a time (``lax.map``), so that conv feature maps of
+        ``T`` frames never coexist in memory (only their channel means are kept); ``None``
+        records all ``T`` at once.
+    """
+    p = state.params
+    critic_in = (lambda o, a: (o, a)) if critic_takes_action else (lambda o, a: (o,))
+
+    def rec(o, a):
+        return {
+            "actor": record(agent.actor, p.actor, o)[1],
+            "qf1": record(agent.critic, p.q["qf1"], *critic_in(o, a))[1],
+            "qf2": record(agent.critic, p.q["qf2"], *critic_in(o, a))[1],
+        }
+
+    t = obs.shape[0]
+    if chunk is None or t <= chunk:
+        return rec(obs, action)
+    pad = lambda x: jnp.pad(x, [(0, -t % chunk)] + [(0, 0)] * (x.ndim - 1))
+    split = lambda x: pad(x).reshape(-1, chunk, *x.shape[1:])
+    out = jax.lax.map(lambda xs: rec(*xs), (split(obs), split(action)))
+    return jax.tree.map(lambda y: y.reshape(-1, *y.shape[2:])[:t], out)
+
+
+def _net_params(state: SACState, net: str) -> dict:
+    return state.params.actor if net == "actor" else state.params.q[net]
+
+
+def score_networks(
+    agent, state: SACState, obs: jax.Array, action: jax.Array, goal: jax.Array,
+    valid: jax.Array, key: jax.Array, selector: str = "goal", neutral_constant: bool = False,
+    chunk: int | None = None, critic_takes_action: bool = True,
+) -> tuple[dict, dict, dict]:
+    """Goal scores (Eq. 1-4) and ranking scores (by ``selector``) of every hidden neuron.
+
+    Args:
+      obs, action: recorded steps ``[T, D]``, ``[T, A]``.
+      goal: goal metric ``[T]`` (episode success or return of the step's episode).
+      valid: bool ``[T]``, which recorded rows are real.
+      key: PRNG key for the ``random`` selector.
+      selector: one of :data:`SELECTORS`; decides *which* neurons are skill neurons. The goal
+        scores always give the mask values.
+      neutral_constant: score neurons with constant activation 0.5 (see
+        :func:`nbsp_jax.skill_scores`).
+      chunk, critic_takes_action: see :func:`record_networks`.
+
+    Returns:
+      ``(goal_scores, rank_scores, constant)``, each ``{net: {layer: [N]}}``; ``constant``
+      (bool) marks the neurons whose activation never changed over the valid steps.
+    """
+    acts = record_networks(agent, state, obs, action, chunk, critic_takes_action)
+    goal_scores = {n: score_layers(a, goal, valid, neutral_constant)
+                   for n, a in acts.items()}
+    constant = {n: {k: constant_units(v, valid) for k, v in a.items()}
+                for n, a in acts.items()}
+    if selector == "goal":
+        return goal_scores, goal_scores, constant
+    rank = {}
+    for i, (net, layer_acts) in enumerate(acts.items()):
+        if selector == "random":
+            sizes = {k: v.shape[-1] for k, v in layer_acts.items()}
+            rank[net] = random_scores(jax.random.fold_in(key, i), sizes)
+        elif selector == "activation":
+            rank[net] = activation_scores(layer_acts, valid)
+        elif selector == "weight":
+            rank[net] = weight_scores(_net_params(state, net), list(layer_acts))
+        else:
+            raise ValueError(f"unknown selector {selector!r}; valid choices: {SELECTORS}")
+    return goal_scores, rank, constant

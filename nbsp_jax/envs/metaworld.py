@@ -17,12 +17,13 @@ the goal.
 
 from __future__ import annotations
 
-import difflib
 import functools
 import re
-from typing import NamedTuple
 
 import numpy as np
+
+from nbsp_jax.envs.common import PoolView, unknown_name
+from nbsp_jax.types import EpisodeStats, Step
 
 BACKENDS = ("envpool", "metaworld")
 OBS_DIM = 39
@@ -54,42 +55,7 @@ def check_task(task: str) -> str:
     names = _envpool_names()
     if task in names:
         return task
-    close = difflib.get_close_matches(task, names, n=3)
-    hint = f" Did you mean {close}?" if close else ""
-    raise ValueError(
-        f"unknown Meta-World task {task!r}.{hint} Valid tasks: {', '.join(sorted(names))}"
-    )
-
-
-def seed_major(x: np.ndarray) -> np.ndarray:
-    """``[K, S, E, ...] -> [S, K * E, ...]``: K steps of a pool as per-seed rows."""
-    x = np.swapaxes(np.asarray(x), 0, 1)
-    return x.reshape(x.shape[0], -1, *x.shape[3:])
-
-
-class Step(NamedTuple):
-    """What one step of all ``S * E`` envs returns, each array ``[S, E, ...]``.
-
-    ``obs`` is the observation after the step (for a ``valid`` step whose episode ended, the
-    final observation; the next episode's first observation arrives on the following, invalid,
-    step). ``valid`` is False on the reset step that follows an episode end.
-    """
-
-    obs: np.ndarray
-    reward: np.ndarray
-    terminated: np.ndarray
-    truncated: np.ndarray
-    success: np.ndarray
-    valid: np.ndarray
-
-
-class EpisodeStats(NamedTuple):
-    """Episodes finished during one step: ``seed``, ``ret``, ``length``, ``success`` ``[n]``."""
-
-    seed: np.ndarray
-    ret: np.ndarray
-    length: np.ndarray
-    success: np.ndarray
+    raise unknown_name("Meta-World task", task, sorted(names), "Valid tasks")
 
 
 def _make_envpool(task: str, num: int, seed: int):
@@ -105,7 +71,7 @@ def _make_envpool(task: str, num: int, seed: int):
     )
 
 
-def _metaworld_env(task: str, seed: int):
+def reference_env(task: str, seed: int):
     """One reference env; runs in a subprocess, so it imports metaworld there."""
     import gymnasium as gym
     import metaworld  # noqa: F401  (registers the Meta-World/* ids)
@@ -121,14 +87,14 @@ def _make_metaworld(task: str, num: int, seed: int):
     import gymnasium as gym
 
     return gym.vector.AsyncVectorEnv(
-        [functools.partial(_metaworld_env, task, seed + i) for i in range(num)],
+        [functools.partial(reference_env, task, seed + i) for i in range(num)],
         autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP,
         # JAX runs threads in this process: never fork it.
         context="spawn",
     )
 
 
-class SeedVecEnv:
+class SeedVecEnv(PoolView):
     """One pool of ``num_seeds * num_envs`` Meta-World envs seen as ``[S, E, ...]`` arrays.
 
     Env ``k`` of the pool gets environment seed ``seed + k``, so every seed (and every env of a
@@ -146,28 +112,21 @@ class SeedVecEnv:
         check_task(task)
         if backend not in BACKENDS:
             raise ValueError(f"unknown env backend {backend!r}; valid choices: {BACKENDS}")
-        self.task, self.num_seeds, self.num_envs = task, num_seeds, num_envs
+        super().__init__(num_seeds, num_envs)
+        self.task = task
         make = _make_envpool if backend == "envpool" else _make_metaworld
         self._env = make(task, num_seeds * num_envs, seed)
-        self.shape = (num_seeds, num_envs)
         n = num_seeds * num_envs
         self._done = np.zeros(n, bool)
-        self._ret = np.zeros(n)
-        self._len = np.zeros(n, np.int64)
         self._succ = np.zeros(n, bool)
-
-    def _split(self, x) -> np.ndarray:
-        x = np.asarray(x)
-        return x.reshape(self.shape + x.shape[1:])
 
     def reset(self) -> np.ndarray:
         """Resets every env; returns observations ``[S, E, 39]`` float32."""
         obs, _ = self._env.reset()
         self._done[:] = False
-        self._ret[:] = 0.0
-        self._len[:] = 0
+        self.reset_episodes()
         self._succ[:] = False
-        return self._split(obs.astype(np.float32))
+        return self.split(obs.astype(np.float32))
 
     def step(self, actions: np.ndarray) -> tuple[Step, EpisodeStats]:
         """Steps every env with ``actions [S, E, 4]``; returns the step and finished episodes."""
@@ -177,20 +136,18 @@ class SeedVecEnv:
         # gymnasium's reset step carries no 'success' key; it is invalid anyway.
         success = np.asarray(info.get("success", np.zeros(len(valid))), np.float64) > 0
         # Episode bookkeeping only on real steps; a reset step starts the next episode fresh.
-        self._ret = np.where(valid, self._ret + reward, 0.0)
-        self._len = np.where(valid, self._len + 1, 0)
+        self.count(valid, reward)
         self._succ = np.where(valid, self._succ | success, False)
         done = valid & (term | trunc)
-        seeds = np.repeat(np.arange(self.num_seeds), self.num_envs)
-        stats = EpisodeStats(seeds[done], self._ret[done], self._len[done], self._succ[done])
+        stats = self.finished(done, self._succ)
         self._done = done
         step = Step(
-            self._split(obs.astype(np.float32)),
-            self._split(reward.astype(np.float32)),
-            self._split(term & valid),
-            self._split(trunc & valid),
-            self._split(success & valid),
-            self._split(valid),
+            self.split(obs.astype(np.float32)),
+            self.split(reward.astype(np.float32)),
+            self.split(term & valid),
+            self.split(trunc & valid),
+            self.split(success & valid),
+            self.split(valid),
         )
         return step, stats
 

@@ -14,11 +14,10 @@ knowledge of when the task ends (a phase can stop early at the success threshold
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import numpy as np
 
-from nbsp_jax.envs import Step, seed_major
+from nbsp_jax.layout import seed_major
+from nbsp_jax.types import Recorded, Step
 
 SCORE_WINDOWS = ("task", "last")
 
@@ -30,19 +29,6 @@ def _splitmix64(x: np.ndarray) -> np.ndarray:
         z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
         z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
         return z ^ (z >> np.uint64(31))
-
-
-class Recorded(NamedTuple):
-    """Recorded steps per seed: obs ``[S, T, *obs]``, action ``[S, T, *action]``; goals, valid,
-    episode ids (unique within a seed) and the seed's step index of each row ``[S, T]``."""
-
-    obs: np.ndarray
-    action: np.ndarray
-    success: np.ndarray
-    ret: np.ndarray
-    valid: np.ndarray
-    episode: np.ndarray
-    step: np.ndarray
 
 
 class GoalRecorder:
@@ -169,3 +155,30 @@ class GoalRecorder:
         return Recorded(seed_major(take(self.obs)), seed_major(take(self.action)),
                         seed_major(succ).astype(np.float32), seed_major(ret).astype(np.float32),
                         seed_major(take(self.valid)), seed_major(episode), seed_major(step))
+
+
+def scoring_goal(rec: Recorded, metric: str) -> tuple[np.ndarray, list[str]]:
+    """The goal metric ``[S, T]`` each seed's neurons are scored against, and its name per seed.
+
+    ``metric='return'`` (Atari): the raw return of the step's whole game. ``'success'``
+    (Meta-World): the step's episode success; a seed whose recorded success is constant over
+    its valid rows (all episodes succeeded, or none) carries no goal information there, so that
+    seed falls back to the episode return, a graded metric (SPEC section 3).
+
+    Args:
+      rec: a task's record (:meth:`GoalRecorder.result`).
+      metric: ``'success'`` or ``'return'``.
+
+    Returns:
+      ``(goal [S, T] float32, kinds)``, ``kinds[s]`` in ``{'success', 'return'}``.
+    """
+    goal = rec.success.copy()
+    kinds = []
+    for s in range(goal.shape[0]):
+        v = rec.valid[s]
+        if metric == "return" or (v.any() and goal[s][v].min() == goal[s][v].max()):
+            goal[s] = rec.ret[s]
+            kinds.append("return")
+        else:
+            kinds.append("success")
+    return goal, kinds

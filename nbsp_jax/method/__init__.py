@@ -1,0 +1,66 @@
+"""The paper's method, as pieces another JAX project can import.
+
+==================  =====================================================================
+module              what
+==================  =====================================================================
+``switches``        which parts a ``config.method`` turns on, and every option's choices
+``scores``          skill-neuron scores (Eq. 1-4), the ablation's selectors, dead units
+``masks``           top-``m`` selection and mask values (Eq. 5, 7), their installation
+``masked_scale``    the optax transform that scales each neuron's update by its mask
+``replay``          which gradient steps replay earlier tasks (Eq. 8), a replaying sampler
+``goal``            the record of a task's steps and the goal metric they are scored by
+==================  =====================================================================
+
+Nothing here knows an agent class, a buffer, an environment or the training loop: networks
+come in as Flax modules, batches through :data:`nbsp_jax.types.Sampler` functions.
+"""
+
+from nbsp_jax.method.goal import SCORE_WINDOWS, GoalRecorder, scoring_goal
+from nbsp_jax.method.masked_scale import (
+    MaskedScaleState,
+    get_masks,
+    layer_paths,
+    masked_scale,
+    masks_from_layers,
+    ones_masks,
+    set_masks,
+)
+from nbsp_jax.method.masks import (
+    build_masks,
+    install_masks,
+    neuron_masks,
+    num_selected,
+    select_top,
+)
+from nbsp_jax.method.replay import replay_sampler, replay_step
+from nbsp_jax.method.scores import (
+    activation_scores,
+    constant_units,
+    is_constant,
+    random_scores,
+    record_networks,
+    score_layers,
+    score_networks,
+    skill_scores,
+    weight_scores,
+)
+from nbsp_jax.method.switches import (
+    MASK_PLACEMENTS,
+    MASK_POLICIES,
+    MASK_TARGETS,
+    METHODS,
+    NETWORKS,
+    SELECTORS,
+    MethodSpec,
+    method_spec,
+)
+
+__all__ = [
+    "MASK_PLACEMENTS", "MASK_POLICIES", "MASK_TARGETS", "METHODS", "NETWORKS", "SCORE_WINDOWS",
+    "SELECTORS", "GoalRecorder", "MaskedScaleState", "MethodSpec", "activation_scores",
+    "build_masks", "constant_units", "get_masks", "install_masks", "is_constant",
+    "layer_paths", "masked_scale", "masks_from_layers", "method_spec", "neuron_masks",
+    "num_selected", "ones_masks", "random_scores", "record_networks", "replay_sampler",
+    "replay_step", "score_layers", "score_networks", "scoring_goal", "select_top", "set_masks",
+    "skill_scores", "weight_scores",
+]

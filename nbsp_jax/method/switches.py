@@ -1,0 +1,49 @@
+"""The method switches: which parts of NBSP a ``config.method`` turns on, and the choices of
+every NBSP option (selector, mask target, mask policy, mask placement).
+
+Methods (``config.method``), by what they switch on:
+
+=============  =====  ======  ===========
+method         masks  replay  mask values
+=============  =====  ======  ===========
+``sac``        no     no      -
+``replay_only`` no    yes     -
+``mask_only``  yes    no      alpha * (1 - score)
+``nbsp``       yes    yes     alpha * (1 - score)
+``nbsp_hard``  yes    yes     0
+=============  =====  ======  ===========
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+NETWORKS = ("actor", "qf1", "qf2")
+SELECTORS = ("goal", "random", "activation", "weight")
+MASK_TARGETS = ("actor", "critic", "both")
+MASK_POLICIES = ("latest", "min")
+MASK_PLACEMENTS = ("update", "gradient")
+
+
+class MethodSpec(NamedTuple):
+    """What a method switches on."""
+
+    masks: bool
+    replay: bool
+    hard: bool
+
+
+METHODS = {
+    "sac": MethodSpec(False, False, False),
+    "replay_only": MethodSpec(False, True, False),
+    "mask_only": MethodSpec(True, False, False),
+    "nbsp": MethodSpec(True, True, False),
+    "nbsp_hard": MethodSpec(True, True, True),
+}
+
+
+def method_spec(name: str) -> MethodSpec:
+    """Looks up a method; raises ValueError naming the valid choices."""
+    if name not in METHODS:
+        raise ValueError(f"unknown method {name!r}; valid choices: {tuple(METHODS)}")
+    return METHODS[name]

@@ -1,0 +1,101 @@
+"""Paired runs: a method starts from the end of phase 1's training of another run (its fork
+point, ``config.save_fork_point``), so that the methods of an ablation share phase 1."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+
+import jax
+import ml_collections
+
+from nbsp_jax.method import MaskedScaleState
+from nbsp_jax.training.learner import Learner, make_learner
+from nbsp_jax.training.phase import FORK_POINT
+from nbsp_jax.training.state import DeviceState, HostState, init_run, place, restore
+from nbsp_jax.workdir.checkpoint import Checkpointer
+
+# Fields that may differ from the run a fork starts from: they act only after phase 1's
+# training (scoring, masks, replay storage, evaluation) or not on results at all.
+FORK_FREE = ("method", "selector", "mask_target", "mask_policy", "mask_placement", "mask_alpha",
+             "skill_proportion", "constant_neurons", "replay_store_size", "replay_interval",
+             "fork_from", "save_fork_point", "save_score_record", "eval_episodes", "progress",
+             "checkpoint_every_s", "log_every_steps")
+
+
+def check_fork_source(config) -> dict:
+    """The config fields of ``config.fork_from``'s run, checked before anything is written.
+
+    Raises:
+      FileNotFoundError: no run there, or it has no fork point (``config.save_fork_point``).
+      ValueError: its config differs in a field that acts during phase 1's training (named,
+        with both values).
+    """
+    src = os.path.abspath(config.fork_from)
+    if not os.path.exists(os.path.join(src, "config.json")):
+        raise FileNotFoundError(f"config.fork_from={config.fork_from!r}: no run there "
+                                f"(no {os.path.join(src, 'config.json')})")
+    points = os.path.join(src, FORK_POINT, "checkpoints")
+    if not (os.path.isdir(points) and os.listdir(points)):
+        raise FileNotFoundError(
+            f"config.fork_from={config.fork_from!r} has no fork point ({FORK_POINT}/): run it "
+            "with --config.save_fork_point=True, or wait until its phase 1 has trained")
+    with open(os.path.join(src, "config.json")) as f:
+        src_fields = json.load(f)
+    ours = json.loads(config.to_json_best_effort())
+    diff = sorted(k for k in set(ours) | set(src_fields)
+                  if k not in FORK_FREE and ours.get(k) != src_fields.get(k))
+    if diff:
+        detail = ", ".join(f"{k}: {src_fields.get(k)!r} (source) vs {ours.get(k)!r}"
+                           for k in diff)
+        raise ValueError(f"config.fork_from={config.fork_from!r} trained phase 1 with another "
+                         f"config ({detail}); only {FORK_FREE} may differ")
+    return src_fields
+
+
+def fork(config, learner: Learner, template: DeviceState, num_phases: int,
+         workdir: str) -> tuple[DeviceState, HostState]:
+    """The run state at ``config.fork_from``'s fork point, in the structures of this run's
+    initial state ``template`` (see :func:`check_fork_source`); copies phase 1's training
+    curves into ``workdir``."""
+    src = os.path.abspath(config.fork_from)
+    src_fields = check_fork_source(config)
+    fork_ckpt = Checkpointer(os.path.join(src, FORK_POINT))
+    step = fork_ckpt.latest_step()
+    src_config = ml_collections.ConfigDict(src_fields)
+    src_config.tasks = tuple(src_config.tasks)
+    src_config.hidden = tuple(src_config.hidden)
+    src_learner = make_learner(src_config, learner.mesh)
+    device, host = restore(fork_ckpt, step, init_run(src_config, src_learner, num_phases)[0])
+    fork_ckpt.close()
+    device = device._replace(state=graft_state(device.state, template.state),
+                             pre=template.pre)  # empty at the end of phase 1 for every method
+    for s in range(config.num_seeds):  # phase 1's training curves
+        name = f"seed_{config.seed_offset + s}"
+        shutil.copytree(os.path.join(src, name), os.path.join(workdir, name), dirs_exist_ok=True)
+    return place(device, learner.mesh), dataclasses.replace(host, forked_from=src)
+
+
+def graft_state(src, target):
+    """``src``'s learner state in the structure of ``target``'s: the same parameters and keys;
+    each optimizer state is ``src``'s, with ``masked_scale``'s state added (all-ones masks, as
+    before any task ended) or dropped where the two methods' optimizer chains differ."""
+    def graft(a, b):
+        if jax.tree.structure(a) == jax.tree.structure(b):
+            return a
+        inner = lambda x: [y for y in x if not isinstance(y, MaskedScaleState)]
+        if isinstance(b, tuple) and any(isinstance(y, MaskedScaleState) for y in b):
+            core = a  # b = chain(adam, masked_scale) or chain(masked_scale, adam)
+            if isinstance(a, tuple) and any(isinstance(y, MaskedScaleState) for y in a):
+                (core,) = inner(a)
+            return tuple(y if isinstance(y, MaskedScaleState) else core for y in b)
+        if isinstance(a, tuple) and any(isinstance(y, MaskedScaleState) for y in a):
+            (core,) = inner(a)
+            return graft(core, b)
+        raise ValueError("graft_state: optimizer states differ in more than masked_scale: "
+                         f"{jax.tree.structure(a)} vs {jax.tree.structure(b)}")
+
+    opt = type(target.opt)(*(graft(a, b) for a, b in zip(src.opt, target.opt, strict=True)))
+    return target._replace(params=src.params, opt=opt, key=src.key)

@@ -1,0 +1,211 @@
+"""The learner: one agent's jitted, seed-vmapped functions, built once per run from a config.
+
+The seed axis is mapped with ``vmap`` or ``lax.map`` (:func:`over_seeds`) and, with a mesh,
+split over devices (:mod:`nbsp_jax.training.sharding`). The optimizers are the domain's Adam,
+chained with :func:`nbsp_jax.masked_scale` when the method masks.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+from nbsp_jax import method
+from nbsp_jax.domains import Domain, get_domain
+from nbsp_jax.method import masked_scale
+from nbsp_jax.training import sharding as sh
+
+
+class Learner(NamedTuple):
+    """Jitted, seed-vmapped functions of one agent (built once per run). Shapes: ``[S, ...]``."""
+
+    domain: Domain  # what differs between Meta-World and Atari
+    mesh: jax.sharding.Mesh | None  # devices the seed axis is split over (None: one device)
+    actor_device: jax.Device | None  # where the policy acts during updates (None: after them)
+    agent: object  # sac.SAC or sac_discrete.SACDiscrete
+    spec: method.MethodSpec
+    act: callable  # (actor_params, obs [S,E,...], keys) -> (actions [S,E,...], keys)
+    act_eval: callable  # (actor_params, obs [S,E,...], keys) -> (actions [S,E,...], keys)
+    act_sampled_eval: callable  # the same with the training (sampled) policy, eval shapes
+    add: callable  # (buffer, staged rows [S,...]) -> buffer
+    update: callable  # (state, buffer, pre_buffer, step0, active [S]) -> (state, info)
+    end_task: callable  # (state, obs, action, goal, valid, keys) -> EndOfTask
+    store: callable  # (pre_buffer, buffer, keys, slot) -> pre_buffer
+    probe: callable  # (actor_params, obs [S, n, ...]) -> policy outputs [S, n, ...]
+    drift: callable  # (actor_params, obs [S, H, n, ...], ref [S, H, n, ...]) -> [S, H]
+
+
+class EndOfTask(NamedTuple):
+    """What scoring at the end of a task gives, each ``[S, ...]``: the state with its new
+    masks, and ``{net: {layer: [S, N]}}`` goal scores, masks, skill-neuron and constant-unit
+    flags."""
+
+    state: object
+    scores: dict
+    masks: dict
+    skill: dict
+    constant: dict
+
+
+def over_seeds(fn, mode: str, in_axes):
+    """Maps ``fn`` over the leading seed axis.
+
+    ``'vmap'`` batches the seeds into one computation (best on accelerators). ``'map'`` runs
+    them one after another inside the same compiled call (``lax.map``), each seed's matmuls
+    then use the whole CPU; on XLA:CPU this is faster than vmap's batched matmuls (see the
+    README's throughput section). Both give the same values.
+    """
+    if mode == "vmap":
+        return jax.vmap(fn, in_axes=in_axes)
+
+    def mapped(*args):
+        seeded = tuple(a for a, ax in zip(args, in_axes, strict=True) if ax == 0)
+
+        def one(xs):
+            it = iter(xs)
+            return fn(*(next(it) if ax == 0 else a for a, ax in zip(args, in_axes,
+                                                                    strict=True)))
+
+        return jax.lax.map(one, seeded)
+
+    return mapped
+
+
+def actor_device(config) -> jax.Device | None:
+    """The device the policy runs on while the update is in flight (``config.act_on='host'``),
+    or None (``'learner'``: act on the learner's device, after its update).
+
+    With an accelerator this is the host CPU. On a CPU-only machine it is the last of the
+    host's devices (start with ``XLA_FLAGS=--xla_force_host_platform_device_count=2``): XLA
+    runs the computations of one device one after another, so acting on the learner's own
+    device would wait for the update.
+    """
+    if config.act_on == "learner":
+        return None
+    if jax.default_backend() != "cpu":
+        return jax.local_devices(backend="cpu")[0]
+    if jax.local_device_count() < 2:
+        raise ValueError(
+            "config.act_on='host' needs a host device besides the learner's; on a CPU-only "
+            "machine start with XLA_FLAGS=--xla_force_host_platform_device_count=2, or use "
+            "config.act_on='learner'")
+    return jax.local_devices()[-1]
+
+
+def learner_devices(config) -> list:
+    """Devices the learner uses: all of this process's, less the acting device on a CPU-only
+    machine."""
+    devices, actor = jax.local_devices(), actor_device(config)
+    return [d for d in devices if d != actor] if actor in devices else devices
+
+
+def run_mesh(config) -> jax.sharding.Mesh | None:
+    """The device mesh the seed axis is split over, or None (one learner device, or
+    ``config.shard_seeds`` off). Raises ValueError when ``num_seeds`` does not divide."""
+    devices = learner_devices(config)
+    if not config.shard_seeds or len(devices) == 1:
+        return None
+    mesh = sh.seed_mesh(devices)
+    sh.check_divisible(config.num_seeds, mesh)
+    return mesh
+
+
+def make_learner(config: ml_collections.ConfigDict,
+                 mesh: jax.sharding.Mesh | None = None) -> Learner:
+    """Builds the agent and its jitted, vmapped step functions from ``config``.
+
+    With a ``mesh`` (see :func:`run_mesh`), each device runs its own block of seeds
+    (``shard_map``), with no communication between devices.
+    """
+    spec = method.method_spec(config.method)
+    domain = get_domain(config)
+    actor = actor_device(config)
+
+    def masked(lr):
+        if not spec.masks:
+            return None
+        if config.mask_placement == "gradient":  # a literal port: scale the gradient for Adam
+            return optax.chain(masked_scale(), domain.adam(lr))
+        return optax.chain(domain.adam(lr), masked_scale())  # scale Adam's step (Alg. 2 l. 13)
+
+    agent = domain.make_agent(masked(config.policy_lr), masked(config.q_lr))
+    num_updates = domain.updates_per_chunk()
+
+    def seeded(fn, in_axes):
+        return fn if mesh is None else sh.seed_parallel(fn, mesh, in_axes)
+
+    def acting(action_fn):
+        def act(actor_params, obs, key):
+            key, sub = jax.random.split(key)
+            return action_fn(agent, actor_params, obs, sub), key
+        if actor is not None:  # on its own device, with its own copy of the params
+            return jax.jit(jax.vmap(act))
+        return jax.jit(seeded(jax.vmap(act), (0, 0, 0)))
+
+    def update(state, buffer, pre, step0, active):
+        sampler = domain.sampler(agent, buffer)
+        if spec.replay:
+            sampler = method.replay_sampler(sampler, domain.sampler(agent, pre),
+                                            domain.nonempty(pre), config.replay_interval,
+                                            # discrete SAC: every network on every batch
+                                            getattr(agent, "policy_frequency", 1))
+        new, info = domain.update_many(agent, state, sampler, num_updates, step0)
+        # A seed that met the success threshold keeps its state (lockstep seeds still compute).
+        return jax.tree.map(lambda n, o: jnp.where(active, n, o), new, state), info
+
+    def end_task(state, obs, action, goal, valid, key):
+        scores, rank, constant = method.score_networks(
+            agent, state, obs, action, goal, valid, key, config.selector,
+            config.constant_neurons == "neutral", domain.record_chunk,
+            domain.critic_takes_action)
+        masks, skill = method.build_masks(scores, rank, config.skill_proportion,
+                                          config.mask_alpha, spec.hard)
+        if spec.masks:
+            state = method.install_masks(state, masks, config.mask_target, config.mask_policy)
+        return EndOfTask(state, scores, masks, skill, constant)
+
+    def drift(actor_params, obs, ref):
+        # Mean squared change of the policy's output on each earlier task's probe states.
+        now = jax.vmap(lambda o: domain.probe_action(agent, actor_params, o))(obs)
+        return ((now - ref) ** 2).mean(axis=tuple(range(1, now.ndim)))
+
+    return Learner(
+        domain=domain,
+        mesh=mesh,
+        actor_device=actor,
+        agent=agent,
+        spec=spec,
+        act=acting(domain.sample_action),
+        act_eval=acting(domain.eval_action),
+        act_sampled_eval=acting(domain.sample_action),  # its own jit: no retrace of `act`
+        add=jax.jit(seeded(jax.vmap(domain.add), (0, 0)), donate_argnums=0),
+        update=jax.jit(seeded(over_seeds(update, config.seed_axis, in_axes=(0, 0, 0, None, 0)),
+                              (0, 0, 0, None, 0)), donate_argnums=0),
+        end_task=jax.jit(seeded(jax.vmap(end_task), (0,) * 6)),
+        probe=jax.jit(jax.vmap(lambda p, o: domain.probe_action(agent, p, o))),
+        drift=jax.jit(jax.vmap(drift)),
+        store=jax.jit(seeded(jax.vmap(domain.store, in_axes=(0, 0, 0, None)), (0, 0, 0, None)),
+                      donate_argnums=0),
+    )
+
+
+def compilations(learner: Learner) -> dict:
+    """How many times each jitted learner function was compiled in this process (1 each when
+    nothing recompiled after the first phase; new masks, tasks and buffers are new values)."""
+    names = ["act", "act_eval", "add", "update", "end_task", "store"]
+    if learner.domain.metric == "asr":  # Atari evaluates the sampled policy anyway
+        names.append("act_sampled_eval")
+    if learner.domain.probe_action is not None:
+        names += ["probe", "drift"]
+    return {name: getattr(learner, name)._cache_size() for name in names}
+
+
+def seed_keys(seed: int, num_seeds: int, offset: int = 0) -> jax.Array:
+    """Per-seed PRNG keys ``[S]``: seed ``s`` of the axis uses ``fold_in(key(seed), offset + s)``
+    (``offset``: ``config.seed_offset``, the global index of seed 0)."""
+    base = jax.random.key(seed)
+    return jax.vmap(lambda s: jax.random.fold_in(base, s))(offset + jnp.arange(num_seeds))

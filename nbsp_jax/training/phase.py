@@ -1,0 +1,333 @@
+"""One phase of a cycle (one task), in named steps: :meth:`PhaseRun.start`, then
+:meth:`~PhaseRun.collect_chunk` and :meth:`~PhaseRun.learn_chunk` until the budget is spent or
+every seed met the success threshold, then :meth:`~PhaseRun.end` (score, mask, store replay,
+evaluate, checkpoint).
+
+Per chunk of ``chunk_steps`` env steps, actions come from one jitted, seed-vmapped policy call
+per step; the chunk's transitions are then written to the device buffer in one call and the
+chunk's gradient updates run in one jitted ``lax.scan``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from collections import deque
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from nbsp_jax.training.evaluate import env_seed, evaluate
+from nbsp_jax.training.learner import Learner
+from nbsp_jax.training.state import (
+    DeviceState,
+    HostState,
+    fresh_buffer,
+    new_recorder,
+    save,
+)
+from nbsp_jax.training.task_end import probe_drift, score_task
+from nbsp_jax.types import EpisodeStats
+from nbsp_jax.workdir.checkpoint import Checkpointer
+from nbsp_jax.workdir.logs import SeedWriters
+
+# Folder of a run that holds its checkpoint at the end of phase 1's training.
+FORK_POINT = "fork_point"
+
+
+class Episodes:
+    """Per-seed episode bookkeeping of a phase: success and return of the last
+    ``success_window`` episodes, env steps while active, and the success-threshold gate."""
+
+    def __init__(self, config, host: HostState):
+        self.config = config
+        self.recent = [deque(r, maxlen=config.success_window) for r in host.recent]
+        self.returns = [deque(r, maxlen=config.success_window) for r in host.returns]
+        self.active = np.array(host.active, bool)
+        self.seed_steps = np.array(host.seed_steps, np.int64)
+        self.steps_to_threshold = list(host.steps_to_threshold)
+
+    def finish(self, episodes: EpisodeStats, writers: SeedWriters, base_step: int,
+               task: str) -> None:
+        """Logs the episodes that ended on this step; a seed that reaches the success
+        threshold stops training (``config.early_stop``)."""
+        c = self.config
+        for s, ret, succ in zip(episodes.seed, episodes.ret, episodes.success, strict=True):
+            if not self.active[s]:
+                continue
+            self.recent[s].append(float(succ))
+            self.returns[s].append(float(ret))
+            writers.write(int(s), base_step + int(self.seed_steps[s]),
+                          {"charts/episodic_return": ret,
+                           "charts/success_rate": np.mean(self.recent[s])}, task=task)
+            if (c.early_stop and len(self.recent[s]) == c.success_window
+                    and np.mean(self.recent[s]) >= c.success_threshold):
+                self.active[s] = False
+                self.steps_to_threshold[s] = int(self.seed_steps[s])
+
+    def host_fields(self) -> dict:
+        """These fields of :class:`HostState`."""
+        return dict(seed_steps=self.seed_steps.tolist(), active=self.active.tolist(),
+                    steps_to_threshold=list(self.steps_to_threshold),
+                    recent=[list(r) for r in self.recent],
+                    returns=[list(r) for r in self.returns])
+
+
+class HostActor:
+    """``config.act_on='host'``: the policy acts on its own device while the update runs there
+    too. Chunk ``k + 1`` acts with the parameters from before update ``k`` (one chunk older),
+    and update ``k``'s losses are read one chunk later."""
+
+    def __init__(self, learner: Learner):
+        self.device = learner.actor_device
+        self.policy = None
+        self.pending = None  # (losses, env step) of the update in flight
+
+    def params(self, state):
+        if self.policy is None:  # acting starts before the first update
+            self.refresh(state)
+        return self.policy
+
+    def refresh(self, state) -> None:
+        self.policy = jax.device_put(state.params.actor, self.device)
+
+    def swap(self, info, steps: int):
+        """Holds this update's losses; returns the previous update's ``(losses, step)``."""
+        done, self.pending = self.pending or (None, steps), (info, steps)
+        return done
+
+
+def check_finite(info: dict, phase: int, task: str, step: int) -> None:
+    """Raises FloatingPointError naming the seed, step and quantity of a NaN/inf loss."""
+    for name, values in info.items():
+        bad = np.nonzero(~np.isfinite(np.asarray(values)))[0]
+        if bad.size:
+            raise FloatingPointError(
+                f"non-finite {name} = {np.asarray(values)[bad[0]]} for seed {int(bad[0])} at env "
+                f"step {step} of phase {phase + 1} ({task}); the run stops here and the last "
+                "good checkpoint is kept")
+
+
+class PhaseRun:
+    """The phase in progress: its env pool, recorder, episodes and the learner state."""
+
+    @classmethod
+    def start(cls, config, learner: Learner, device: DeviceState, host: HostState,
+              phases: list) -> PhaseRun:
+        """Opens phase ``host.phase`` (fresh buffer and bookkeeping at its first step; a
+        resumed phase restarts its envs with new episodes)."""
+        run = cls.__new__(cls)
+        run.config, run.learner, run.dom, run.phases = config, learner, learner.domain, phases
+        run.phase, S = host.phase, config.num_seeds
+        run.task = phases[run.phase]
+        if host.steps == 0:
+            # The current-task buffer starts empty at each task (SPEC section 5); every seed
+            # trains again.
+            device = device._replace(buffer=fresh_buffer(config, run.dom, learner.mesh))
+            host = dataclasses.replace(
+                host, seed_steps=[0] * S, active=[True] * S, steps_to_threshold=[None] * S,
+                recent=[[] for _ in range(S)], returns=[[] for _ in range(S)])
+        run.recorder = new_recorder(config, run.dom, phase=run.phase)
+        if host.steps > 0:
+            run.recorder.load(device.recorder, host.recorder)
+            run.recorder.cut()
+            host = dataclasses.replace(host, restarts=host.restarts + 1)
+        run.rng = np.random.default_rng()
+        run.rng.bit_generator.state = host.rng
+        run.episodes = Episodes(config, host)
+        run.env = run.dom.make_env(run.task, config.num_envs,
+                                   env_seed(config, run.phase, 0, host.restarts,
+                                            config.num_envs))
+        run.obs = run.env.reset()
+        start = run.dom.start_episode_rows(run.obs)  # Atari: reset frames start episodes
+        if start is not None:
+            device = device._replace(buffer=learner.add(device.buffer, run.to_device(start)))
+        run.device, run.host = device, host
+        run.state, run.act_keys = device.state, device.act_keys
+        run.actor = HostActor(learner) if learner.actor_device is not None else None
+        if run.actor is not None:
+            run.act_keys = jax.device_put(run.act_keys, learner.actor_device)
+        run.steps, run.grad_step = host.steps, host.grad_step
+        run.t_phase, run.steps0 = time.perf_counter(), run.steps
+        # Where the phase's time goes: host env stepping, policy calls, learner.
+        run.timers = {"env_s": 0.0, "act_s": 0.0, "learn_s": 0.0}
+        run.base_step = run.phase * config.steps_per_task
+        return run
+
+    def running(self) -> bool:
+        return self.steps < self.config.steps_per_task and self.episodes.active.any()
+
+    def to_device(self, stage: dict) -> dict:
+        return {k: jnp.asarray(self.dom.to_seed_rows(v)) for k, v in stage.items()}
+
+    def act(self) -> np.ndarray:
+        c = self.config
+        if self.steps < c.learning_starts:
+            return self.dom.random_actions(self.rng)
+        t0 = time.perf_counter()
+        params = self.actor.params(self.state) if self.actor else self.state.params.actor
+        actions, self.act_keys = self.learner.act(params, jnp.asarray(self.obs), self.act_keys)
+        actions = np.asarray(actions)
+        self.timers["act_s"] += time.perf_counter() - t0
+        return actions
+
+    def collect_chunk(self, writers: SeedWriters) -> dict:
+        """Steps the pool up to ``chunk_steps`` times; returns the staged chunk (rows after the
+        budget or the last seed's threshold stay invalid)."""
+        stage, ep = self.dom.new_stage(), self.episodes
+        for k in range(self.config.chunk_steps):
+            if not self.running():
+                break
+            actions = self.act()
+            t0 = time.perf_counter()
+            step, episodes = self.env.step(actions)
+            self.timers["env_s"] += time.perf_counter() - t0
+            self.recorder.add(self.obs, actions, self.dom.goal_step(self.env, step), ep.active)
+            self.dom.stage_step(stage, k, self.obs, actions, step, ep.active)
+            self.obs = step.obs
+            # Lockstep seeds: every seed's env steps (or resets) together.
+            if self.dom.counts_invalid_steps or step.valid[0, 0]:
+                self.steps += 1
+                ep.seed_steps += ep.active
+            ep.finish(episodes, writers, self.base_step, self.task)
+        return stage
+
+    def learn_chunk(self, stage: dict) -> dict | None:
+        """Writes the chunk to the buffer and runs its updates; returns the losses to log
+        (None before ``learning_starts``, or while the first host-actor update is in flight)."""
+        t0 = time.perf_counter()
+        buffer = self.learner.add(self.device.buffer, self.to_device(stage))
+        self.device = self.device._replace(buffer=buffer)
+        info = None
+        if self.steps >= self.config.learning_starts:
+            if self.actor:
+                self.actor.refresh(self.state)
+            self.state, info = self.learner.update(
+                self.state, buffer, self.device.pre, jnp.int32(self.grad_step),
+                jnp.asarray(self.episodes.active))
+            self.grad_step += self.dom.updates_per_chunk()
+            info, at = self.actor.swap(info, self.steps) if self.actor else (info, self.steps)
+            if info is not None:
+                info = jax.device_get(info)  # a few scalars
+                check_finite(info, self.phase, self.task, at)
+        self.timers["learn_s"] += time.perf_counter() - t0
+        return info
+
+    def snapshot(self) -> tuple[DeviceState, HostState]:
+        """The run as it stands mid-phase, to checkpoint."""
+        device = self.device._replace(state=self.state, act_keys=self.act_keys,
+                                      recorder=self.recorder.arrays())
+        host = dataclasses.replace(self.host, steps=self.steps, grad_step=self.grad_step,
+                                   recorder=self.recorder.host_state(),
+                                   rng=self.rng.bit_generator.state,
+                                   **self.episodes.host_fields())
+        return device, host
+
+    def checkpoint(self, ckpt: Checkpointer, writers: SeedWriters, t_start: float) -> None:
+        writers.flush()
+        device, host = self.snapshot()
+        self.device, self.host = device, save(ckpt, device, host, writers.sizes(), t_start,
+                                              self.phases)
+
+    def close_env(self, writers: SeedWriters, t_start: float) -> None:
+        """Ends the phase's training: closes the pool, checks the last losses, and at the end
+        of phase 1 writes the fork point (other methods can start from here, paired with
+        this run: ``config.fork_from``)."""
+        self.env.close()
+        if self.actor and self.actor.pending is not None:  # the last update's losses
+            info, at = self.actor.pending
+            check_finite(jax.device_get(info), self.phase, self.task, at)
+        if self.phase == 0 and self.config.save_fork_point and not self.host.forked_from:
+            fork_ckpt = Checkpointer(os.path.join(writers.workdir, FORK_POINT), max_to_keep=1)
+            self.checkpoint(fork_ckpt, writers, t_start)
+            fork_ckpt.close()
+
+    def end(self, ckpt: Checkpointer, writers: SeedWriters,
+            t_start: float) -> tuple[DeviceState, HostState]:
+        """Scores neurons and installs masks, keeps transitions for replay, evaluates every
+        task, and checkpoints the run at the start of the next phase."""
+        c, learner, dom, phase = self.config, self.learner, self.dom, self.phase
+        task_keys, score_keys, store_keys = jax.vmap(
+            lambda k: tuple(jax.random.split(k, 3)))(self.device.task_keys)
+        rec = self.recorder.result()
+        state, goal_kind, constant = score_task(c, learner, self.state, rec, score_keys,
+                                                writers.workdir, phase, self.task)
+        drift, probes = probe_drift(c, learner, self.device.probes, state, rec, phase)
+        pre = self.device.pre
+        if learner.spec.replay and phase < len(self.phases) - 1:
+            pre = learner.store(pre, self.device.buffer, store_keys, phase)
+        evals = self.evaluate(state)
+        sr_rows = self.host.sr_rows + ([[evals[t].tolist() for t in self.phases]]
+                                       if evals else [])  # [H][S]
+        summary = self.summary(evals, goal_kind, constant, drift)
+        device = self.device._replace(state=state, act_keys=self.act_keys, task_keys=task_keys,
+                                      pre=pre, probes=probes,
+                                      recorder=new_recorder(c, dom).arrays())
+        host = dataclasses.replace(
+            self.host, phase=phase + 1, steps=0, restarts=0, grad_step=self.grad_step,
+            rng=self.rng.bit_generator.state, recorder=new_recorder(c, dom, 1).host_state(),
+            sr_rows=sr_rows, phases=self.host.phases + [summary],
+            steps_to_threshold=list(self.episodes.steps_to_threshold))
+        writers.flush()
+        return device, save(ckpt, device, host, writers.sizes(), t_start, self.phases)
+
+    def evaluate(self, state) -> dict:
+        """Every task's ``sr`` entries ``[S]`` (and ``'sampled'``: this task with the training
+        policy, Meta-World); empty with ``eval_episodes = 0``."""
+        c, evals = self.config, {}
+        if c.eval_episodes:
+            for i, t in enumerate(c.tasks):
+                evals[t] = evaluate(self.learner, state.params.actor, t, c, i)
+            if self.dom.metric == "asr":  # the same episodes with the sampled policy
+                evals["sampled"] = evaluate(self.learner, state.params.actor, self.task, c,
+                                            c.tasks.index(self.task), sampled=True)
+        return evals
+
+    def summary(self, evals: dict, goal_kind: list, constant: list, drift) -> dict:
+        """The phase's entry of ``results.json['phases']``."""
+        ep, name = self.episodes, self.dom.sr_name
+        return {
+            "task": self.task,
+            "env_steps": self.steps,
+            "seed_env_steps": ep.seed_steps.tolist(),
+            "steps_to_threshold": list(ep.steps_to_threshold),
+            "train_success_rate": [float(np.mean(r)) if r else None for r in ep.recent],
+            "episodic_return": [float(np.mean(r)) if r else None for r in ep.returns],
+            f"eval_{name}": evals[self.task].tolist() if evals else None,
+            f"eval_sampled_{name}": evals["sampled"].tolist() if "sampled" in evals else None,
+            "wall_s": time.perf_counter() - self.t_phase,
+            **self.timers,
+            "goal_metric": goal_kind,
+            # Per seed, {net/layer: units constant over the scoring window} and layer widths.
+            "constant_units": constant,
+            # Per seed, the policy's mean squared output change on each earlier task's probe
+            # states since the end of that task (deterministic action for Meta-World).
+            "actor_drift": drift,
+        }
+
+
+def train_phase(config, learner: Learner, device: DeviceState, host: HostState, phases: list,
+                writers: SeedWriters, progress, ckpt: Checkpointer,
+                t_start: float) -> tuple[DeviceState, HostState]:
+    """Trains the current phase from where the run stands to its end (logging losses, and
+    checkpointing every ``checkpoint_every_s``), then ends it (:meth:`PhaseRun.end`)."""
+    run = PhaseRun.start(config, learner, device, host, phases)
+    last_log, last_save = run.steps, time.perf_counter()
+    while run.running():
+        info = run.learn_chunk(run.collect_chunk(writers))
+        sps = (run.steps - run.steps0) / (time.perf_counter() - run.t_phase)
+        if info is not None and run.steps - last_log >= config.log_every_steps:
+            last_log = run.steps
+            scalars = {f"losses/{k}": v for k, v in info.items()}
+            scalars["charts/SPS"] = np.full(config.num_seeds, sps)
+            writers.write_all(run.base_step + run.steps, scalars, task=run.task)
+            writers.flush()
+        progress.update(run.base_step + run.steps, f"{run.task} ({run.phase + 1}/{len(phases)})",
+                        sps, run.dom.progress_text(run.episodes.recent, run.episodes.returns))
+        if time.perf_counter() - last_save >= config.checkpoint_every_s:
+            run.checkpoint(ckpt, writers, t_start)
+            last_save = time.perf_counter()
+    run.close_env(writers, t_start)
+    return run.end(ckpt, writers, t_start)

@@ -1,0 +1,149 @@
+"""The files of a workdir that hold results: ``config.json`` (and the check that a workdir is
+resumed with its own config), ``results.json``, ``results.md`` and the plots.
+
+Host-side: numpy and the standard library only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+
+from nbsp_jax import metrics
+from nbsp_jax.workdir import plots
+
+# Config fields that change no computed value (display, logging cadence, checkpoint interval):
+# a workdir may be resumed with other values of them.
+PRESENTATION = ("progress", "log_every_steps", "checkpoint_every_s")
+
+
+def prepare_workdir(workdir: str, config) -> bool:
+    """Creates ``workdir`` and writes ``config.json``.
+
+    Returns:
+      True if ``workdir`` already holds a run of this same config (to resume or report).
+      Fields of :data:`PRESENTATION` may differ (the workdir keeps its ``config.json``).
+
+    Raises:
+      FileExistsError: the workdir holds a run of another config; the message names the fields
+        that differ. Nothing in the workdir is touched.
+    """
+    path = os.path.join(workdir, "config.json")
+    new = json.loads(config.to_json_best_effort())
+    if os.path.exists(path):
+        with open(path) as f:
+            old = json.load(f)
+        diff = sorted(k for k in set(old) | set(new)
+                      if k not in PRESENTATION and old.get(k) != new.get(k))
+        if diff:
+            detail = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in diff)
+            raise FileExistsError(
+                f"workdir {workdir!r} holds a run of a different config ({detail}); refusing "
+                "to overwrite or resume it. Choose a new --workdir, or rerun with its config."
+            )
+        return True
+    os.makedirs(workdir, exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(new, f, indent=2, sort_keys=True)
+    return False
+
+
+def merge_process_results(config, parts: list[dict]) -> dict:
+    """One results dict over all ``config.num_seeds`` seeds from per-process results (each for
+    its block of seeds, in process order): per-seed lists are concatenated, per-phase scalars
+    (steps, times) take the largest, and the metrics are recomputed over all seeds."""
+    sr = [x for p in parts for x in p["sr"]] if all(p["sr"] for p in parts) else []
+    summary = metrics.summarize(metrics.metrics_for(
+        np.asarray(sr, np.float64), atari=config.agent == "sac_atari")) if sr else {}
+    phases = []
+    for rows in zip(*(p["phases"] for p in parts), strict=True):
+        merged = {}
+        for k, v in rows[0].items():
+            if isinstance(v, list):
+                merged[k] = [x for r in rows for x in r[k]]
+            elif isinstance(v, int | float) and not isinstance(v, bool):
+                merged[k] = max(r[k] for r in rows)
+            else:
+                merged[k] = v
+        phases.append(merged)
+    return {**parts[0], "sr": sr, "metrics": summary, "phases": phases,
+            "num_seeds": config.num_seeds, "config": json.loads(config.to_json_best_effort()),
+            "wall_s": max(p["wall_s"] for p in parts), "processes": len(parts),
+            "checkpoint_bytes": sum(p.get("checkpoint_bytes", 0) for p in parts)}
+
+
+def results_dict(config, sr_rows: list, phase_summaries: list, phases: list, wall_s: float,
+                 device: str) -> dict:
+    """``results.json`` of a finished run: ``sr [S, H, H]`` from the per-phase ``sr_rows``
+    ``[H][H][S]``, its ASR/AR, FM, FWT, the per-phase summaries, config and versions."""
+    if sr_rows:  # eval_episodes > 0
+        sr = np.transpose(np.asarray(sr_rows, np.float64), (2, 0, 1))  # [S, H, H]
+        summary = metrics.summarize(metrics.metrics_for(sr, atari=config.agent == "sac_atari"))
+        sr = sr.tolist()
+    else:
+        sr, summary = [], {}
+    return {
+        "tasks": phases,
+        "sr": sr,
+        "metrics": summary,
+        "phases": phase_summaries,
+        "num_seeds": config.num_seeds,
+        "method": config.method,
+        "config": json.loads(config.to_json_best_effort()),
+        "versions": library_versions(device),
+        "wall_s": wall_s,
+    }
+
+
+def write_results(workdir: str, results: dict) -> None:
+    """Writes ``results.json``, ``results.md`` and the plots (their paths go to
+    ``results['plots']``)."""
+    with open(os.path.join(workdir, "results.json"), "w") as f:
+        json.dump(results, f, indent=2)
+    with open(os.path.join(workdir, "results.md"), "w") as f:
+        f.write(results_table([results]))
+    if results["config"]["agent"] == "sac_atari":  # Atari has returns, not success
+        curves = plots.plot_success(workdir, os.path.join(workdir, "return.png"),
+                                    tag="charts/episodic_return")
+    else:
+        curves = plots.plot_success(workdir)
+    results["plots"] = [curves]
+    if results["sr"]:
+        results["plots"].append(plots.plot_sr(results, os.path.join(workdir, "sr.png")))
+
+
+def results_table(runs: list[dict]) -> str:
+    """A Markdown table in the form of the paper's Table 1 rows: mean +- stderr over seeds."""
+    name = "AR" if any("ar" in r["metrics"] for r in runs) else "ASR"
+    lines = [f"| method | tasks | seeds | {name} | FM | FWT |", "|---|---|---|---|---|---|"]
+
+    def cell(m, k):
+        if k not in m or not np.isfinite(m[k]["mean"]):
+            return "-"  # e.g. FM of a single phase
+        return f"{m[k]['mean']:.3f} ± {m[k]['stderr']:.3f}"
+
+    for r in runs:
+        m = r["metrics"]
+        seq = " → ".join(r["tasks"][: len(r["config"]["tasks"])])
+        lines.append(f"| {r['method']} | {seq} (x{r['config']['cycles']}) | {r['num_seeds']} "
+                     f"| {cell(m, 'ar' if 'ar' in m else 'asr')} | {cell(m, 'fm')} "
+                     f"| {cell(m, 'fwt')} |")
+    return "\n".join(lines) + "\n"
+
+
+def library_versions(device: str) -> dict:
+    """Versions of the libraries that determine results, and ``device`` (the accelerator's
+    kind)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name in ("nbsp_jax", "jax", "jaxlib", "flax", "optax", "envpool", "metaworld", "mujoco",
+                 "gymnasium", "numpy"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = None
+    out["device"] = device
+    return out
