@@ -2,7 +2,7 @@
 
     python benchmarks/run_all.py [--quick] --out DIR
 
-Writes ``DIR/benchmarks.json`` and ``DIR/benchmarks.md`` (the README's performance tables).
+Writes ``DIR/benchmarks.json`` and ``DIR/benchmarks.md`` (the tables of docs/performance.md).
 Every number is a median over repeats measured in this process; ratios are between numbers of
 the same run. Parts:
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import time
 
@@ -76,6 +77,24 @@ def format_summary(results: dict) -> str:
     return "\n".join(lines)
 
 
+def parse_flags(argv: list[str]) -> list[str]:
+    """Parses the command line and loads the config; a bad flag, config file, ``:variant`` or
+    ``--config.<field>`` is one line on stderr and exit status 2, like every other bad value,
+    not a traceback."""
+    try:
+        rest = flags.FLAGS(argv)
+        flags.FLAGS.config.keys()  # a config file that failed to load raises here
+        return rest
+    except Exception as e:  # absl and ml_collections raise many kinds
+        cause = e.__cause__ or e
+        lines = [x.strip() for x in str(cause).strip().strip('"').splitlines() if x.strip()]
+        what = re.sub(r"^\w+Error: ", "", lines[-1]) if lines else type(cause).__name__
+        if isinstance(cause, KeyError | AttributeError):
+            what = f"unknown config field {what}"
+        print(f"nbsp_jax.train: error: {what}", file=sys.stderr)
+        sys.exit(2)
+
+
 if __name__ == "__main__":
     flags.mark_flag_as_required("config")
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

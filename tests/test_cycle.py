@@ -17,7 +17,7 @@ from nbsp_jax.agents import sac
 from nbsp_jax.domains import metaworld as metaworld_domain
 from nbsp_jax.types import EpisodeStats, Step
 from nbsp_jax.workdir.checkpoint import Checkpointer
-from tests.test_train import tiny_config
+from tests.conftest import tiny_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -279,11 +279,10 @@ def test_mask_placement_through_the_learners_optimizer(placement):
     at every step; before Adam ('gradient') the factor fades as Adam's second moment forgets
     the unmasked gradients, exactly as Adam's recurrence gives:
     step_t = lr * m_t / (1 - b1^t) / (sqrt(v_t / (1 - b2^t)) + eps)."""
-    from nbsp_jax.config import base_config
     from nbsp_jax.training import make_learner
+    from tests.conftest import tiny_config
 
-    c = base_config()
-    c.method, c.hidden, c.mask_placement = "nbsp", (8,), placement
+    c = tiny_config(method="nbsp", hidden=(8,), mask_placement=placement)
     opt = make_learner(c).agent.actor_opt
     params = {"kernel": jnp.zeros((1, 2)), "bias": jnp.zeros(2)}
     grads = jax.tree.map(jnp.ones_like, params)

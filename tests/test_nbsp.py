@@ -8,10 +8,10 @@ import pytest
 from nbsp_jax import method as nbsp_method
 from nbsp_jax.agents import sac
 from nbsp_jax.buffers import transitions as replay
-from nbsp_jax.config import base_config
 from nbsp_jax.method import GoalRecorder, MaskedScaleState, get_masks
 from nbsp_jax.training import make_learner, seed_keys
 from nbsp_jax.types import Step
+from tests.conftest import tiny_config
 
 
 def _filled(capacity, value, obs_dim=39, action_dim=4, n=None):
@@ -75,12 +75,8 @@ def test_recorder_goal_metric_per_episode():
 
 
 def _config(method, **kw):
-    c = base_config()
-    c.method, c.hidden, c.batch_size, c.num_seeds = method, (16, 16), 32, 2
-    c.chunk_steps, c.skill_proportion = 10, 0.25
-    for k, v in kw.items():
-        c[k] = v
-    return c
+    return tiny_config(**{"method": method, "hidden": (16, 16), "chunk_steps": 10,
+                          "skill_proportion": 0.25, **kw})
 
 
 def _end_task(learner, state, seed=0):

@@ -9,28 +9,11 @@ import jax
 import numpy as np
 import pytest
 
-from nbsp_jax.config import base_config, validate
+from nbsp_jax.config import validate
 from nbsp_jax.training import train_and_evaluate
+from tests.conftest import tiny_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def tiny_config(**overrides):
-    c = base_config()
-    c.tasks = ("reach",)
-    c.num_seeds = 2
-    c.hidden = (32, 32)
-    c.batch_size = 32
-    c.steps_per_task = 600
-    c.learning_starts = 200
-    c.buffer_size = 2_000
-    c.chunk_steps = 50
-    c.eval_episodes = 1
-    c.log_every_steps = 100
-    c.progress = False
-    for k, v in overrides.items():
-        c[k] = v
-    return c
 
 
 @pytest.fixture(scope="module")
@@ -117,6 +100,25 @@ def test_bad_multi_process_run_is_refused_before_writing(tmp_path, monkeypatch, 
     monkeypatch.setattr(jax, "process_count", lambda: 2)
     with pytest.raises(ValueError, match=needle):
         train_and_evaluate(tiny_config(**overrides), str(tmp_path / "w"))
+    assert not (tmp_path / "w").exists()
+
+
+def test_presentation_fields_may_differ_on_resume(two_runs):
+    """Display, logging cadence and checkpoint interval change no result: a finished run is
+    reported again with other values of them (another field is refused, test above)."""
+    a, _, d = two_runs
+    again = train_and_evaluate(tiny_config(progress=True, log_every_steps=7,
+                                           checkpoint_every_s=5), d)
+    assert again["sr"] == a["sr"]
+
+
+def test_cli_unknown_variant_is_one_line(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-m", "nbsp_jax.train", "--config", "configs/quickstart.py:smok",
+         "--workdir", str(tmp_path / "w")], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines() == [
+        "nbsp_jax.train: error: unknown variant 'smok'; valid: '', 'smoke'"]
     assert not (tmp_path / "w").exists()
 
 

@@ -1,7 +1,7 @@
 """Discrete SAC with CleanRL ``sac_atari.py`` semantics, as pure functions for one seed.
 
-The state types are those of the continuous agent (:class:`nbsp_jax.sac.SACState`,
-:class:`~nbsp_jax.sac.SACParams`, :class:`~nbsp_jax.sac.SACOptStates`), so NBSP masking
+The state types are those of the continuous agent (:class:`nbsp_jax.types.SACState`,
+:class:`~nbsp_jax.types.SACParams`, :class:`~nbsp_jax.types.SACOptStates`), so NBSP masking
 (``masked_scale`` chained into ``actor_opt``/``q_opt``), vmapping over seeds and checkpoints
 work unchanged; ``params.q = {'qf1': vars, 'qf2': vars}`` and ``params.q_target`` likewise.
 

@@ -1,6 +1,6 @@
 """Plots from a run's workdir (matplotlib, Agg backend: no screen needed).
 
-    python -m nbsp_jax.plots runs/learning_check   # writes runs/learning_check/success.png
+    python -m nbsp_jax.workdir.plots runs/learning_check   # writes runs/learning_check/success.png
 """
 
 from __future__ import annotations
@@ -72,10 +72,6 @@ def plot_success(workdir: str, out: str | None = None, tag: str = "charts/succes
     return out
 
 
-if __name__ == "__main__":
-    print(plot_success(sys.argv[1]))
-
-
 def plot_sr(results: dict, out: str) -> str:
     """Heatmap of the seed-mean ``sr[i, j]``: rows = after phase i, columns = phase j's task."""
     import matplotlib
@@ -105,3 +101,7 @@ def plot_sr(results: dict, out: str) -> str:
     fig.savefig(out, dpi=120)
     plt.close(fig)
     return out
+
+
+if __name__ == "__main__":
+    print(plot_success(sys.argv[1]))
