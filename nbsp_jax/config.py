@@ -15,6 +15,13 @@ AGENTS = ("sac", "sac_atari")
 def base_config() -> ml_collections.ConfigDict:
     """Continuous SAC on Meta-World with the paper's values (Table 6, SPEC section 1)."""
     c = ml_collections.ConfigDict()
+    for fields in (_run_fields, _agent_fields, _nbsp_fields, _loop_fields):
+        fields(c)
+    return c
+
+
+def _run_fields(c: ml_collections.ConfigDict) -> None:
+    """Seeds, tasks, environments, step budgets and the current-task buffer."""
     # Base seed: seed s of the vmapped axis uses PRNG key fold_in(seed, s) and env seeds
     # derived from (seed, s); runs with different `seed` are independent.
     c.seed = 0
@@ -42,6 +49,10 @@ def base_config() -> ml_collections.ConfigDict:
     c.learning_starts = 10_000
     # Current-task replay capacity per seed (Table 6: 1e6).
     c.buffer_size = 1_000_000
+
+
+def _agent_fields(c: ml_collections.ConfigDict) -> None:
+    """The SAC agents: networks, hyper-parameters, update cadence (Atari fields too)."""
     # Hidden layer widths of actor and critics (SPEC: [768, 768, 768]).
     c.hidden = (768, 768, 768)
     c.batch_size = 256
@@ -62,11 +73,15 @@ def base_config() -> ml_collections.ConfigDict:
     c.target_update_every = 8000
     # Atari only: time limit of a game in agent steps (27k = 108k frames, EnvPool's default).
     c.max_episode_steps = 27_000
-    # Atari only: convolution implementation of the Nature CNN (see nbsp_jax.networks_atari).
+    # Atari only: convolution implementation of the Nature CNN (see nbsp_jax.networks.conv_matmul).
     c.conv_impl = "auto"
     # Env steps collected between two fused update calls; updates within a chunk run in one
     # lax.scan. Smaller is closer to CleanRL's interleaving, larger is faster.
     c.chunk_steps = 50
+
+
+def _nbsp_fields(c: ml_collections.ConfigDict) -> None:
+    """NBSP: skill neurons, masks, the scoring window, replay of earlier tasks."""
     # --- NBSP (SPEC sections 2-5) ---
     # 'sac' (vanilla), 'replay_only', 'mask_only', 'nbsp', 'nbsp_hard' (skill neurons masked
     # to 0, Table 2).
@@ -109,6 +124,10 @@ def base_config() -> ml_collections.ConfigDict:
     c.replay_store_size = 100_000
     # Every k-th gradient step samples from the earlier-task buffer (Eq. 8, Table 6: k = 10).
     c.replay_interval = 10
+
+
+def _loop_fields(c: ml_collections.ConfigDict) -> None:
+    """The training loop: early stop, forks, checkpoints, evaluation, devices, logging."""
     # Window (episodes) of the running training success rate.
     c.success_window = 10
     # End a seed's phase early when its success rate over the last `success_window` training
@@ -143,7 +162,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.log_every_steps = 5_000
     # Show a progress bar (rich) on stderr.
     c.progress = True
-    return c
+
 
 
 def smoke(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -268,8 +287,6 @@ def validate(c: ml_collections.ConfigDict) -> None:
     Runs before any environment or network is built, so bad input costs nothing.
     """
     from nbsp_jax.domains import domain_class
-    from nbsp_jax.method import MASK_PLACEMENTS, MASK_POLICIES, MASK_TARGETS, METHODS, SELECTORS
-    from nbsp_jax.method.goal import SCORE_WINDOWS
 
     _positive(c, "num_seeds", "num_envs", "steps_per_task", "buffer_size", "batch_size",
               "policy_frequency", "updates_per_step", "chunk_steps", "success_window",
@@ -291,13 +308,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
     if c.agent not in AGENTS:
         raise ValueError(f"unknown config.agent {c.agent!r}; valid choices: {AGENTS}")
     _positive(c, "update_every", "max_episode_steps", "target_update_every")
-    for name, choices in (("method", tuple(METHODS)), ("selector", SELECTORS),
-                          ("seed_axis", ("vmap", "map")), ("act_on", ("learner", "host")),
-                          ("constant_neurons", ("paper", "neutral")),
-                          ("mask_placement", MASK_PLACEMENTS), ("score_window", SCORE_WINDOWS),
-                          ("mask_target", MASK_TARGETS), ("mask_policy", MASK_POLICIES)):
-        if c[name] not in choices:
-            raise ValueError(f"unknown config.{name} {c[name]!r}; valid choices: {choices}")
+    _check_choices(c)
     if not 0.0 < c.skill_proportion <= 1.0:
         raise ValueError(f"config.skill_proportion must lie in (0, 1], got {c.skill_proportion!r}")
     if not 0.0 < c.success_threshold <= 1.0:
@@ -334,3 +345,23 @@ def validate(c: ml_collections.ConfigDict) -> None:
             f"config.batch_size={c.batch_size} exceeds config.buffer_size={c.buffer_size}"
         )
     domain_class(c.agent).validate(c)  # task names, backends, memory: each domain its own
+
+
+def _check_choices(c: ml_collections.ConfigDict) -> None:
+    """Every field with a fixed set of values holds one of them."""
+    from nbsp_jax.method import (
+        MASK_PLACEMENTS,
+        MASK_POLICIES,
+        MASK_TARGETS,
+        METHODS,
+        SCORE_WINDOWS,
+        SELECTORS,
+    )
+
+    for name, choices in (("method", tuple(METHODS)), ("selector", SELECTORS),
+                          ("seed_axis", ("vmap", "map")), ("act_on", ("learner", "host")),
+                          ("constant_neurons", ("paper", "neutral")),
+                          ("mask_placement", MASK_PLACEMENTS), ("score_window", SCORE_WINDOWS),
+                          ("mask_target", MASK_TARGETS), ("mask_policy", MASK_POLICIES)):
+        if c[name] not in choices:
+            raise ValueError(f"unknown config.{name} {c[name]!r}; valid choices: {choices}")

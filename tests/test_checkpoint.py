@@ -30,3 +30,28 @@ def test_save_restore_round_trip(tmp_path, process_local):
     # Keys come back as typed keys that draw the same numbers.
     np.testing.assert_array_equal(jax.random.uniform(device["keys"][1], (3,)),
                                   jax.random.uniform(keys[1], (3,)))
+
+
+def test_run_checkpoint_format_is_checked(tmp_path):
+    """A checkpoint from before the format number restores as format 1; another format is
+    refused with a message that names it and the format this version reads."""
+    import dataclasses
+
+    from nbsp_jax import training
+    from tests.conftest import tiny_config
+
+    c = tiny_config()
+    device, host = training.init_run(c, training.make_learner(c), 1)
+    tree = {k: v for k, v in device._asdict().items() if v is not None}
+    old = dataclasses.asdict(host)
+    del old["format"], old["forked_from"]  # the host JSON as written before the change
+    ckpt = Checkpointer(str(tmp_path))
+    ckpt.save(1, tree, old)
+    _, restored = training.restore(ckpt, 1, device)
+    assert restored.format == training.FORMAT == 1 and restored.forked_from is None
+    assert restored.rng == host.rng
+    ckpt.save(2, tree, {**old, "format": 7})
+    with pytest.raises(ValueError, match="checkpoint 2 in .* has format 7; this version of "
+                                         "nbsp_jax reads format 1"):
+        training.restore(ckpt, 2, device)
+    ckpt.close()

@@ -114,6 +114,36 @@ def run_mesh(config) -> jax.sharding.Mesh | None:
     return mesh
 
 
+def optimizer(config, domain: Domain, spec: method.MethodSpec,
+              lr: float) -> optax.GradientTransformation | None:
+    """A masking method's optimizer (None: the domain's plain Adam): ``masked_scale`` after
+    Adam (``mask_placement='update'``: it scales Adam's step, Algorithm 2 line 13) or before it
+    (``'gradient'``: a literal port that scales the gradient Adam sees)."""
+    if not spec.masks:
+        return None
+    if config.mask_placement == "gradient":
+        return optax.chain(masked_scale(), domain.adam(lr))
+    return optax.chain(domain.adam(lr), masked_scale())
+
+
+def end_of_task(config, domain: Domain, agent, spec: method.MethodSpec):
+    """One seed's ``(state, obs [T,...], action [T,...], goal [T], valid [T], key) ->
+    EndOfTask``: scores (by ``config.selector``), masks and their installation when the method
+    masks."""
+    def end_task(state, obs, action, goal, valid, key):
+        scores, rank, constant = method.score_networks(
+            agent, state, obs, action, goal, valid, key, config.selector,
+            config.constant_neurons == "neutral", domain.record_chunk,
+            domain.critic_takes_action)
+        masks, skill = method.build_masks(scores, rank, config.skill_proportion,
+                                          config.mask_alpha, spec.hard)
+        if spec.masks:
+            state = method.install_masks(state, masks, config.mask_target, config.mask_policy)
+        return EndOfTask(state, scores, masks, skill, constant)
+
+    return end_task
+
+
 def make_learner(config: ml_collections.ConfigDict,
                  mesh: jax.sharding.Mesh | None = None) -> Learner:
     """Builds the agent and its jitted, vmapped step functions from ``config``.
@@ -124,15 +154,8 @@ def make_learner(config: ml_collections.ConfigDict,
     spec = method.method_spec(config.method)
     domain = get_domain(config)
     actor = actor_device(config)
-
-    def masked(lr):
-        if not spec.masks:
-            return None
-        if config.mask_placement == "gradient":  # a literal port: scale the gradient for Adam
-            return optax.chain(masked_scale(), domain.adam(lr))
-        return optax.chain(domain.adam(lr), masked_scale())  # scale Adam's step (Alg. 2 l. 13)
-
-    agent = domain.make_agent(masked(config.policy_lr), masked(config.q_lr))
+    agent = domain.make_agent(optimizer(config, domain, spec, config.policy_lr),
+                              optimizer(config, domain, spec, config.q_lr))
     num_updates = domain.updates_per_chunk()
 
     def seeded(fn, in_axes):
@@ -157,17 +180,6 @@ def make_learner(config: ml_collections.ConfigDict,
         # A seed that met the success threshold keeps its state (lockstep seeds still compute).
         return jax.tree.map(lambda n, o: jnp.where(active, n, o), new, state), info
 
-    def end_task(state, obs, action, goal, valid, key):
-        scores, rank, constant = method.score_networks(
-            agent, state, obs, action, goal, valid, key, config.selector,
-            config.constant_neurons == "neutral", domain.record_chunk,
-            domain.critic_takes_action)
-        masks, skill = method.build_masks(scores, rank, config.skill_proportion,
-                                          config.mask_alpha, spec.hard)
-        if spec.masks:
-            state = method.install_masks(state, masks, config.mask_target, config.mask_policy)
-        return EndOfTask(state, scores, masks, skill, constant)
-
     def drift(actor_params, obs, ref):
         # Mean squared change of the policy's output on each earlier task's probe states.
         now = jax.vmap(lambda o: domain.probe_action(agent, actor_params, o))(obs)
@@ -185,7 +197,7 @@ def make_learner(config: ml_collections.ConfigDict,
         add=jax.jit(seeded(jax.vmap(domain.add), (0, 0)), donate_argnums=0),
         update=jax.jit(seeded(over_seeds(update, config.seed_axis, in_axes=(0, 0, 0, None, 0)),
                               (0, 0, 0, None, 0)), donate_argnums=0),
-        end_task=jax.jit(seeded(jax.vmap(end_task), (0,) * 6)),
+        end_task=jax.jit(seeded(jax.vmap(end_of_task(config, domain, agent, spec)), (0,) * 6)),
         probe=jax.jit(jax.vmap(lambda p, o: domain.probe_action(agent, p, o))),
         drift=jax.jit(jax.vmap(drift)),
         store=jax.jit(seeded(jax.vmap(domain.store, in_axes=(0, 0, 0, None)), (0, 0, 0, None)),
