@@ -6,7 +6,7 @@ module              what
 ``switches``        which parts a ``config.method`` turns on, and every option's choices
 ``scores``          skill-neuron scores (Eq. 1-4), the ablation's selectors, dead units
 ``masks``           top-``m`` selection and mask values (Eq. 5, 7), their installation
-``masked_scale``    the optax transform that scales each neuron's update by its mask
+``masking``         ``masked_scale``: the optax transform scaling each neuron's update
 ``replay``          which gradient steps replay earlier tasks (Eq. 8), a replaying sampler
 ``goal``            the record of a task's steps and the goal metric they are scored by
 ==================  =====================================================================
@@ -16,7 +16,7 @@ come in as Flax modules, batches through :data:`nbsp_jax.types.Sampler` function
 """
 
 from nbsp_jax.method.goal import SCORE_WINDOWS, GoalRecorder, scoring_goal
-from nbsp_jax.method.masked_scale import (
+from nbsp_jax.method.masking import (
     MaskedScaleState,
     get_masks,
     layer_paths,

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 import jax
 import jax.numpy as jnp
 
-from nbsp_jax.method.masked_scale import get_masks, masks_from_layers, set_masks
+from nbsp_jax.method.masking import get_masks, masks_from_layers, set_masks
 from nbsp_jax.types import SACState
 
 __all__ = ["build_masks", "install_masks", "neuron_masks", "num_selected", "select_top"]

@@ -25,7 +25,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from nbsp_jax.method.masked_scale import layer_paths
+from nbsp_jax.method.masking import layer_paths
 from nbsp_jax.method.switches import SELECTORS
 from nbsp_jax.networks import record
 from nbsp_jax.types import SACState

@@ -10,9 +10,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from nbsp_jax import method as masking  # masked_scale, get_masks, set_masks
 from nbsp_jax.agents import sac
 from nbsp_jax.buffers import transitions as replay
-from nbsp_jax.method import masked_scale as masking
 from nbsp_jax.training import sharding as sh
 
 
