@@ -10,6 +10,8 @@ import pytest
 
 from nbsp_jax import method, metrics
 
+pytestmark = pytest.mark.slow  # end-to-end: whole training runs
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

@@ -22,6 +22,7 @@ from tests.conftest import tiny_config
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+@pytest.mark.slow
 def test_two_task_cycle_results_follow_from_sr(tmp_path):
     c = tiny_config(tasks=("reach", "window-open"), cycles=2, steps_per_task=300,
                     learning_starts=100, eval_episodes=2, method="nbsp", replay_store_size=50)
@@ -90,6 +91,7 @@ class ShortEpisodes:
         pass
 
 
+@pytest.mark.slow
 def test_early_stop_gates_the_seed_that_met_the_threshold(tmp_path, monkeypatch):
     monkeypatch.setattr(metaworld_domain, "SeedVecEnv", ShortEpisodes)
     c = tiny_config(steps_per_task=200, learning_starts=20, chunk_steps=10, eval_episodes=0)
@@ -102,6 +104,7 @@ def test_early_stop_gates_the_seed_that_met_the_threshold(tmp_path, monkeypatch)
     assert max(x["step"] for x in rows if "charts/episodic_return" in x) == 50
 
 
+@pytest.mark.slow
 def test_nan_stops_with_seed_step_quantity_and_keeps_checkpoint(tmp_path, monkeypatch):
     original = sac.update_many
 
@@ -123,6 +126,7 @@ def test_nan_stops_with_seed_step_quantity_and_keeps_checkpoint(tmp_path, monkey
     assert not (tmp_path / "results.json").exists()
 
 
+@pytest.mark.slow
 def test_sigkill_mid_phase_then_resume(tmp_path):
     workdir = tmp_path / "run"
     args = [sys.executable, "-m", "nbsp_jax.train", "--config", "configs/quickstart.py:smoke",
@@ -199,6 +203,7 @@ def test_act_on_host_needs_a_second_device(tmp_path):
     assert not (tmp_path / "w").exists()  # refused before anything was written
 
 
+@pytest.mark.slow
 def test_act_on_host_overlaps_and_completes(tmp_path):
     """The policy acts on a second host device with the previous chunk's parameters while
     the update runs; the run completes with its losses checked and nothing recompiled."""

@@ -7,6 +7,9 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
+
+pytestmark = pytest.mark.slow  # end-to-end: whole training runs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -40,6 +40,7 @@ def two_device_run():
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", RUNS)
 def test_sharded_sac_matches_single_device(two_device_run, name):
     out = two_device_run
@@ -65,6 +66,7 @@ def test_sharded_sac_matches_single_device(two_device_run, name):
         assert r["params_diff"] <= 1e-3 and r["info_rel"] <= 1e-2, r
 
 
+@pytest.mark.slow
 def test_indivisible_seed_count_is_rejected(two_device_run):
     errors = two_device_run["errors"]
     assert len(errors) == 2
@@ -113,6 +115,7 @@ def test_distributed_config_reads_launch_environment():
 
 
 
+@pytest.mark.slow
 def test_training_run_sharded_over_two_devices_matches_unsharded(tmp_path):
     """A 4-seed NBSP run (two phases: masks, replay, evaluation) split over 2 devices gives
     the same sr and final parameters as the same run on one device."""

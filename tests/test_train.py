@@ -28,6 +28,7 @@ def _leaves(state):
     return [np.asarray(x) for x in jax.tree.leaves(state.params)]
 
 
+@pytest.mark.slow
 def test_same_seed_same_run(two_runs):
     a, b, _ = two_runs
     for x, y in zip(_leaves(a["state"]), _leaves(b["state"]), strict=True):
@@ -35,6 +36,7 @@ def test_same_seed_same_run(two_runs):
     assert a["phases"][0]["episodic_return"] == b["phases"][0]["episodic_return"]
 
 
+@pytest.mark.slow
 def test_seeds_differ(two_runs):
     a, _, _ = two_runs
     actor = a["state"].params.actor["params"]["fc0"]["kernel"]  # [seeds, in, out]
@@ -43,6 +45,7 @@ def test_seeds_differ(two_runs):
     assert ret[0] != ret[1]  # different trajectories
 
 
+@pytest.mark.slow
 def test_workdir_outputs(two_runs):
     _, b, d = two_runs
     cfg = json.load(open(os.path.join(d, "config.json")))
@@ -65,6 +68,7 @@ def test_workdir_outputs(two_runs):
     assert again["sr"] == results["sr"] and again["wall_s"] == results["wall_s"]
 
 
+@pytest.mark.slow
 def test_workdir_with_other_run_is_refused(two_runs):
     _, _, d = two_runs
     before = sorted(os.listdir(d)), open(os.path.join(d, "config.json")).read()
@@ -103,6 +107,7 @@ def test_bad_multi_process_run_is_refused_before_writing(tmp_path, monkeypatch, 
     assert not (tmp_path / "w").exists()
 
 
+@pytest.mark.slow
 def test_presentation_fields_may_differ_on_resume(two_runs):
     """Display, logging cadence and checkpoint interval change no result: a finished run is
     reported again with other values of them (another field is refused, test above)."""
