@@ -7,7 +7,7 @@
 
 Fills device-resident buffers with random transitions (Meta-World-shaped rows, or random
 uint8 frames in the frame-once Atari streams), builds the update the training loop runs
-(:func:`nbsp_jax.cycle.make_learner`: ``lax.scan`` over ``--updates`` gradient steps, over
+(:func:`nbsp_jax.training.make_learner`: ``lax.scan`` over ``--updates`` gradient steps, over
 seeds with ``vmap`` or ``lax.map``), compiles it (``compile_s``, timed on its own), runs it
 once (``first_call_s``) and twice more to warm up, then times ``--repeats`` calls.
 

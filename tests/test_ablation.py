@@ -16,7 +16,7 @@ SR = [[[1.0, 0.0], [0.0, 1.0]],
 
 
 def _write_run(workdir, sr=SR, method="nbsp", phases=None) -> None:
-    """A fake finished run: results.json (as nbsp_jax.cycle writes it) and the two plots."""
+    """A fake finished run: results.json (as nbsp_jax.training writes it) and the two plots."""
     os.makedirs(workdir, exist_ok=True)
     results = {
         "tasks": ["window-open", "window-close"],
@@ -60,7 +60,7 @@ def test_bad_pair_and_arm_name_the_choices(capsys):
 
 def test_collect_hand_computed_metrics(tmp_path):
     runs, out = str(tmp_path / "runs"), str(tmp_path / "out")
-    # Per-phase entries as nbsp_jax.cycle records them: per seed, actor drift on each earlier
+    # Per-phase entries as nbsp_jax.training records them: per seed, actor drift on each earlier
     # task and {net/layer: [constant units, width]}.
     _write_run(os.path.join(runs, "window_nbsp"), phases=[
         {"task": "window-open", "actor_drift": [[], []],

@@ -1,4 +1,4 @@
-"""Tests for nbsp_jax.masking: the masked_scale transform, set_masks, masks_from_layers."""
+"""Tests for nbsp_jax.method.masking: the masked_scale transform, set_masks, masks_from_layers."""
 
 import jax
 import jax.numpy as jnp

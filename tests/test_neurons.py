@@ -1,4 +1,4 @@
-"""Tests for nbsp_jax.neurons: skill scores (Eq. 1-4), joint top-m selection, masks (Eq. 7)."""
+"""Tests for nbsp_jax.method scores and masks: skill scores (Eq. 1-4), top-m selection, Eq. 7."""
 
 import functools
 

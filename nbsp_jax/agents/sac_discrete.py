@@ -7,7 +7,7 @@ work unchanged; ``params.q = {'qf1': vars, 'qf2': vars}`` and ``params.q_target`
 
 What matches CleanRL ``sac_atari.py`` (one update = critic, actor, temperature, in that order):
 
-- networks: actor and each critic own a Nature-CNN trunk (:mod:`nbsp_jax.networks_atari`);
+- networks: actor and each critic own a Nature-CNN trunk (:mod:`nbsp_jax.networks.nature_cnn`);
   observations are uint8 and scaled by 1/255 inside the networks;
 - critic target, with the *expectation over actions* in place of a sampled next action::
 

@@ -187,7 +187,7 @@ def gather(buf: AtariReplay, rows: jax.Array, stack: int = STACK) -> Transition:
     accepts; other rows give meaningless values).
 
     Returns:
-      A :class:`nbsp_jax.replay.Transition`: ``obs`` and ``next_obs`` uint8
+      A :class:`nbsp_jax.types.Transition`: ``obs`` and ``next_obs`` uint8
       ``[B, stack, H, W]`` (oldest frame first), ``action`` int32, ``reward`` and
       ``terminated`` float32 ``[B]``.
     """
@@ -235,7 +235,7 @@ def sample(buf: AtariReplay, key: jax.Array, batch_size: int, stack: int = STACK
     """Draws ``batch_size`` complete transitions uniformly (with replacement).
 
     Returns:
-      A :class:`nbsp_jax.replay.Transition` with ``obs`` and ``next_obs`` uint8
+      A :class:`nbsp_jax.types.Transition` with ``obs`` and ``next_obs`` uint8
       ``[batch_size, stack, H, W]`` equal to the stacks EnvPool returned, ``action`` int32,
       ``reward`` and ``terminated`` float32 ``[batch_size]``.
     """
@@ -257,7 +257,7 @@ def sample_streams(bufs: AtariReplay, key: jax.Array, batch_size: int, stack: in
     the batch is meaningless (sample only after ``learning_starts``).
 
     Returns:
-      A :class:`nbsp_jax.replay.Transition` as :func:`sample` returns it.
+      A :class:`nbsp_jax.types.Transition` as :func:`sample` returns it.
     """
     mask = jax.vmap(lambda b: transition_mask(b, stack))(bufs)  # [N, rows]
     num, rows = mask.shape
