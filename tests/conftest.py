@@ -5,6 +5,13 @@ is about), and a persistent XLA compilation cache.
 The cache (``.jax_cache/`` at the repository root, or ``$JAX_COMPILATION_CACHE_DIR``) is set
 through the environment, so the training runs that tests start as subprocesses share it with
 this process: the suite compiles the same tiny shapes in many fresh interpreters.
+
+The tests also run XLA with LLVM's optimisations off (``--xla_backend_optimization_level=0``,
+unless ``XLA_FLAGS`` already sets a level): their shapes are tiny, so compiling dominates
+their time, and the flag halves it (fast tier, cold cache, 2 workers: see the README). It
+changes how fast the generated code runs and, in the last bits, the order of some float sums;
+benchmarks and training runs outside the tests keep XLA's default. Subprocesses that need more
+flags take them from ``xla_env``, which keeps this one unless told otherwise.
 """
 
 import os
@@ -12,8 +19,23 @@ import os
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(_ROOT, ".jax_cache"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
+_UNOPTIMIZED = "--xla_backend_optimization_level=0"
+if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {_UNOPTIMIZED}".strip()
 
 from nbsp_jax.config import base_config  # noqa: E402  (after the cache settings above)
+
+
+def xla_env(*flags, optimized: bool = False, **variables):
+    """``os.environ`` with ``flags`` appended to its ``XLA_FLAGS`` and ``variables`` set: the
+    environment of a test's subprocess, ``xla_env('--xla_force_host_platform_device_count=2')``.
+    ``optimized=True`` drops the tests' ``--xla_backend_optimization_level=0``, for checks of
+    bit-identical results between programs of different shapes (a 4-seed program against two
+    2-seed ones), which hold for the code XLA generates by default."""
+    base = os.environ.get("XLA_FLAGS", "")
+    if optimized:
+        base = base.replace(_UNOPTIMIZED, "")
+    return {**os.environ, "XLA_FLAGS": " ".join((base, *flags)).strip(), **variables}
 
 
 def tiny_config(**overrides):

@@ -17,7 +17,7 @@ from nbsp_jax.agents import sac
 from nbsp_jax.domains import metaworld as metaworld_domain
 from nbsp_jax.types import EpisodeStats, Step
 from nbsp_jax.workdir.checkpoint import Checkpointer
-from tests.conftest import tiny_config
+from tests.conftest import tiny_config, xla_env
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -207,7 +207,7 @@ def test_act_on_host_needs_a_second_device(tmp_path):
 def test_act_on_host_overlaps_and_completes(tmp_path):
     """The policy acts on a second host device with the previous chunk's parameters while
     the update runs; the run completes with its losses checked and nothing recompiled."""
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    env = xla_env("--xla_force_host_platform_device_count=2")
     out = subprocess.run(
         [sys.executable, "-m", "nbsp_jax.train", "--config", "configs/quickstart.py:smoke",
          "--workdir", str(tmp_path), "--config.act_on=host", "--config.progress=False",

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from nbsp_jax.training import sharding as sh
+from tests.conftest import xla_env
 
 SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "scripts", "sharded_update.py")
 
@@ -23,8 +24,7 @@ RUNS = ["adam/vmap/gspmd", "masked/vmap/gspmd", "masked/map/shard_map"]
 
 @pytest.fixture(scope="module")
 def two_device_run():
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
-           "JAX_PLATFORMS": "cpu"}
+    env = xla_env("--xla_force_host_platform_device_count=2", optimized=True, JAX_PLATFORMS="cpu")
     proc = subprocess.run([sys.executable, SCRIPT], env=env, capture_output=True,
                           text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-4000:]
@@ -119,8 +119,7 @@ def test_distributed_config_reads_launch_environment():
 def test_training_run_sharded_over_two_devices_matches_unsharded(tmp_path):
     """A 4-seed NBSP run (two phases: masks, replay, evaluation) split over 2 devices gives
     the same sr and final parameters as the same run on one device."""
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
-           "JAX_PLATFORMS": "cpu"}
+    env = xla_env("--xla_force_host_platform_device_count=2", optimized=True, JAX_PLATFORMS="cpu")
     script = os.path.join(os.path.dirname(SCRIPT), "sharded_run.py")
     proc = subprocess.run([sys.executable, script, str(tmp_path)], env=env,
                           capture_output=True, text=True, timeout=900)
