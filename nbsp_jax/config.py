@@ -64,6 +64,10 @@ def _agent_fields(c: ml_collections.ConfigDict) -> None:
     # CleanRL's delayed policy update: this many critic steps, then as many actor steps.
     # We read Table 6's "updates per environment step 2" for Meta-World as this value.
     c.policy_frequency = 2
+    # Log-probabilities of the temperature loss: 'fresh' (CleanRL: the updated actor sampled
+    # again) or 'reuse' (SBX: the actor step's, one actor forward fewer). Atari's discrete SAC
+    # takes the actor step's probabilities (CleanRL sac_atari), so it accepts only 'reuse'.
+    c.alpha_logp = "fresh"
     # Gradient updates per environment step (per env of a seed)...
     c.updates_per_step = 1
     # ...every `update_every` env steps (CleanRL sac_atari: one update every 4 steps).
@@ -251,6 +255,7 @@ def atari_cycle(games: tuple[str, ...], steps_per_game: int, variant: str = ""):
     c.q_lr = 1e-4
     c.update_every = 4
     c.chunk_steps = 64  # 16 updates per fused call
+    c.alpha_logp = "reuse"  # discrete SAC: the actor step's probabilities (CleanRL sac_atari)
     c.target_update_every = 8000
     c.early_stop = False  # Table 6 gives no threshold for Atari
     c.eval_episodes = 10
@@ -360,6 +365,7 @@ def _check_choices(c: ml_collections.ConfigDict) -> None:
 
     for name, choices in (("method", tuple(METHODS)), ("selector", SELECTORS),
                           ("seed_axis", ("vmap", "map")), ("act_on", ("learner", "host")),
+                          ("alpha_logp", ("fresh", "reuse")),
                           ("constant_neurons", ("paper", "neutral")),
                           ("mask_placement", MASK_PLACEMENTS), ("score_window", SCORE_WINDOWS),
                           ("mask_target", MASK_TARGETS), ("mask_policy", MASK_POLICIES)):

@@ -105,6 +105,7 @@ def test_atari_store_fills_one_slot_per_task():
     ("tasks", ("Pong", "Pnog"), "Available games"),
     ("update_every", 3, "multiple of config.update_every=3"),
     ("conv_impl", "fft", "valid choices"),
+    ("alpha_logp", "fresh", r"alpha_logp='fresh'.*valid choices: \('reuse',\)"),
 ])
 def test_atari_bad_input(field, value, needle):
     c = _atari()

@@ -2,6 +2,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 from jax.scipy.stats import norm
 
 from nbsp_jax.agents import sac
@@ -90,3 +91,26 @@ def test_learns_one_step_bandit():
     a = sac.deterministic_action(agent, state.params.actor, obs[:256])
     err = float(jnp.abs(a - 0.5).mean())
     assert err < 0.1, f"mean |a - 0.5| = {err}"
+
+
+def test_alpha_logp_fresh_samples_the_updated_actor_and_reuse_the_actor_step():
+    """The temperature loss -exp(log_alpha) * mean(logp + target_entropy), by hand, with the
+    log-probs CleanRL uses ('fresh': the updated actor, the second key) and SBX's ('reuse': the
+    actor step's sample, before the update); log_alpha = 0.3 so that exp(log_alpha) != 1."""
+    obs = jax.random.normal(jax.random.key(2), (16, 3))
+    key = jax.random.key(5)
+    k_pi, k_alpha = jax.random.split(key)
+    losses = {}
+    for mode in ("fresh", "reuse"):
+        agent = sac.make_sac(obs_dim=3, action_dim=2, hidden=(8,), alpha_logp=mode)
+        state = sac.init_state(agent, jax.random.key(0))
+        state = state._replace(params=state.params._replace(log_alpha=jnp.float32(0.3)))
+        new, info = sac.actor_alpha_update(agent, state, obs, key)
+        actor, k = (new.params.actor, k_alpha) if mode == "fresh" else (state.params.actor, k_pi)
+        _, logp = sac.sample_action(agent, actor, obs, k)
+        expected = -np.exp(0.3) * float((logp + agent.target_entropy).mean())
+        np.testing.assert_allclose(float(info["alpha_loss"]), expected, rtol=1e-5)
+        losses[mode] = float(info["alpha_loss"])
+    assert abs(losses["fresh"] - losses["reuse"]) > 1e-4  # the two really differ
+    with pytest.raises(ValueError, match="'fresh', 'reuse'"):
+        sac.make_sac(obs_dim=3, action_dim=2, alpha_logp="stale")

@@ -86,6 +86,7 @@ def test_workdir_with_other_run_is_refused(two_runs):
         ("gamma", 1.5, "gamma"),
         ("env_backend", "mujoco", "envpool"),
         ("learning_starts", 10_000, "learning_starts"),
+        ("alpha_logp", "stale", r"unknown config.alpha_logp 'stale'; valid choices"),
     ],
 )
 def test_bad_config_is_rejected(field, value, needle):
@@ -150,3 +151,19 @@ def test_configs_load(name, variant):
     spec.loader.exec_module(mod)
     c = mod.get_config(variant)
     validate(c)
+
+
+def test_workdir_written_before_a_field_existed_resumes_with_its_old_value(tmp_path):
+    """A config.json without ``alpha_logp`` (written before the field) holds the value that
+    reproduces it: 'fresh' for Meta-World SAC. The other value is refused."""
+    from nbsp_jax.workdir.results import prepare_workdir
+
+    d = str(tmp_path / "w")
+    assert prepare_workdir(d, tiny_config()) is False
+    path = os.path.join(d, "config.json")
+    old = json.load(open(path))
+    del old["alpha_logp"]
+    json.dump(old, open(path, "w"))
+    assert prepare_workdir(d, tiny_config()) is True
+    with pytest.raises(FileExistsError, match=r"alpha_logp: 'fresh' -> 'reuse'"):
+        prepare_workdir(d, tiny_config(alpha_logp="reuse"))

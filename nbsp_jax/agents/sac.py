@@ -47,6 +47,10 @@ class SAC(NamedTuple):
     policy_frequency: int
     batch_size: int
     target_entropy: float
+    alpha_logp: str = "fresh"  # see make_sac
+
+
+ALPHA_LOGP = ("fresh", "reuse")
 
 
 def make_sac(
@@ -61,12 +65,18 @@ def make_sac(
     batch_size: int = 256,
     actor_opt: optax.GradientTransformation | None = None,
     q_opt: optax.GradientTransformation | None = None,
+    alpha_logp: str = "fresh",
 ) -> SAC:
     """Builds the static agent description; defaults are CleanRL's.
 
     ``actor_opt``/``q_opt`` replace the default Adam optimizers (e.g. with
-    ``optax.chain(optax.adam(lr), masked_scale())`` for NBSP).
+    ``optax.chain(optax.adam(lr), masked_scale())`` for NBSP). ``alpha_logp`` is where the
+    temperature loss takes its log-probabilities: ``'fresh'`` (CleanRL) samples the updated
+    actor again; ``'reuse'`` (SBX) takes the actor step's, before its update, one actor
+    forward pass fewer per actor step (3-6 % of the update's FLOPs).
     """
+    if alpha_logp not in ALPHA_LOGP:
+        raise ValueError(f"unknown alpha_logp {alpha_logp!r}; valid choices: {ALPHA_LOGP}")
     return SAC(
         actor=GaussianActor(action_dim, tuple(hidden)),
         critic=QNetwork(tuple(hidden)),
@@ -80,6 +90,7 @@ def make_sac(
         policy_frequency=policy_frequency,
         batch_size=batch_size,
         target_entropy=-float(action_dim),
+        alpha_logp=alpha_logp,
     )
 
 
@@ -159,14 +170,14 @@ def actor_alpha_update(
     def actor_loss_fn(actor):
         action, logp = sample_action(agent, actor, obs, k_pi)
         q1, q2 = _twin_q(agent, p.q, obs, action)
-        return (alpha * logp - jnp.minimum(q1, q2)).mean()
+        return (alpha * logp - jnp.minimum(q1, q2)).mean(), logp
 
-    actor_loss, grads = jax.value_and_grad(actor_loss_fn)(p.actor)
+    (actor_loss, logp), grads = jax.value_and_grad(actor_loss_fn, has_aux=True)(p.actor)
     updates, actor_opt = agent.actor_opt.update(grads, state.opt.actor, p.actor)
     actor = optax.apply_updates(p.actor, updates)
 
-    # CleanRL samples fresh log-probs from the updated actor for the temperature loss.
-    _, logp = sample_action(agent, actor, obs, k_alpha)
+    if agent.alpha_logp == "fresh":  # CleanRL: fresh log-probs from the updated actor
+        _, logp = sample_action(agent, actor, obs, k_alpha)
     logp = jax.lax.stop_gradient(logp)
 
     def alpha_loss_fn(log_alpha):

@@ -73,10 +73,14 @@ class Atari:
 
     @staticmethod
     def validate(c) -> None:
-        """Known games (with the list), Table 7 scores, the conv implementation, and the
-        memory of the buffers."""
+        """Known games (with the list), Table 7 scores, ``alpha_logp``, the conv
+        implementation, and the memory of the buffers."""
         for game in c.tasks:
             canonical_atari_game(check_game(game))  # evaluation normalises by Table 7
+        if c.alpha_logp != "reuse":
+            raise ValueError(
+                f"config.alpha_logp={c.alpha_logp!r}: discrete SAC's temperature loss takes "
+                "the actor step's probabilities (CleanRL sac_atari); valid choices: ('reuse',)")
         if c.conv_impl not in CONV_IMPLS:
             raise ValueError(
                 f"unknown config.conv_impl {c.conv_impl!r}; valid choices: {CONV_IMPLS}")

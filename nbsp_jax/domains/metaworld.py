@@ -53,6 +53,7 @@ class MetaWorld:
             OBS_DIM, ACTION_DIM, hidden=c.hidden, policy_lr=c.policy_lr, q_lr=c.q_lr,
             gamma=c.gamma, tau=c.tau, policy_frequency=c.policy_frequency,
             batch_size=c.batch_size, actor_opt=actor_opt, q_opt=q_opt,
+            alpha_logp=c.alpha_logp,
         )
 
     def adam(self, lr: float):

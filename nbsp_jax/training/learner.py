@@ -12,6 +12,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
 
 from nbsp_jax import method
@@ -32,7 +33,9 @@ class Learner(NamedTuple):
     act_eval: callable  # (actor_params, obs [S,E,...], keys) -> (actions [S,E,...], keys)
     act_sampled_eval: callable  # the same with the training (sampled) policy, eval shapes
     add: callable  # (buffer, staged rows [S,...]) -> buffer
-    update: callable  # (state, buffer, pre_buffer, step0, active [S]) -> (state, info)
+    update: callable  # (state, buffer, pre_buffer, step0, active [S] host bools) -> (state, info)
+    update_all: callable  # jitted (state, buffer, pre_buffer, step0): every seed active
+    update_gated: callable  # jitted (..., active [S]): inactive seeds keep their state
     end_task: callable  # (state, obs, action, goal, valid, keys) -> EndOfTask
     store: callable  # (pre_buffer, buffer, keys, slot) -> pre_buffer
     probe: callable  # (actor_params, obs [S, n, ...]) -> policy outputs [S, n, ...]
@@ -60,7 +63,21 @@ def over_seeds(fn, mode: str, in_axes):
     README's throughput section). Both give the same values.
     """
     if mode == "vmap":
-        return jax.vmap(fn, in_axes=in_axes)
+        batched = jax.vmap(fn, in_axes=in_axes)
+
+        def vmapped(*args):
+            # One seed (a size known when tracing) is squeezed instead of vmapped: a vmap of
+            # size 1 lays the weight gradients out [out, in], and every Adam and Polyak fusion
+            # then reads its gradient through a transpose (+12-14 % update time at [768]x3).
+            sizes = {x.shape[0] for a, ax in zip(args, in_axes, strict=True) if ax == 0
+                     for x in jax.tree.leaves(a)}
+            if sizes != {1}:
+                return batched(*args)
+            out = fn(*(jax.tree.map(lambda x: x[0], a) if ax == 0 else a
+                       for a, ax in zip(args, in_axes, strict=True)))
+            return jax.tree.map(lambda x: x[None], out)
+
+        return vmapped
 
     def mapped(*args):
         seeded = tuple(a for a, ax in zip(args, in_axes, strict=True) if ax == 0)
@@ -169,16 +186,34 @@ def make_learner(config: ml_collections.ConfigDict,
             return jax.jit(jax.vmap(act))
         return jax.jit(seeded(jax.vmap(act), (0, 0, 0)))
 
-    def update(state, buffer, pre, step0, active):
+    def update_all(state, buffer, pre, step0):
         sampler = domain.sampler(agent, buffer)
         if spec.replay:
             sampler = method.replay_sampler(sampler, domain.sampler(agent, pre),
                                             domain.nonempty(pre), config.replay_interval,
                                             # discrete SAC: every network on every batch
                                             getattr(agent, "policy_frequency", 1))
-        new, info = domain.update_many(agent, state, sampler, num_updates, step0)
+        return domain.update_many(agent, state, sampler, num_updates, step0)
+
+    def update_gated(state, buffer, pre, step0, active):
+        new, info = update_all(state, buffer, pre, step0)
         # A seed that met the success threshold keeps its state (lockstep seeds still compute).
         return jax.tree.map(lambda n, o: jnp.where(active, n, o), new, state), info
+
+    def jitted(fn, in_axes):
+        return jax.jit(seeded(over_seeds(fn, config.seed_axis, in_axes), in_axes),
+                       donate_argnums=0)
+
+    # Two compiled updates: selecting between old and new state needs the old one after the
+    # scan, so XLA copies every donated buffer first (60-80 ms per call at [768]x3). The host
+    # knows which seeds are active; when all are, the update runs without the select.
+    all_active = jitted(update_all, (0, 0, 0, None))
+    some_active = jitted(update_gated, (0, 0, 0, None, 0))
+
+    def update(state, buffer, pre, step0, active):
+        if np.all(np.asarray(active)):
+            return all_active(state, buffer, pre, step0)
+        return some_active(state, buffer, pre, step0, active)
 
     def drift(actor_params, obs, ref):
         # Mean squared change of the policy's output on each earlier task's probe states.
@@ -195,8 +230,9 @@ def make_learner(config: ml_collections.ConfigDict,
         act_eval=acting(domain.eval_action),
         act_sampled_eval=acting(domain.sample_action),  # its own jit: no retrace of `act`
         add=jax.jit(seeded(jax.vmap(domain.add), (0, 0)), donate_argnums=0),
-        update=jax.jit(seeded(over_seeds(update, config.seed_axis, in_axes=(0, 0, 0, None, 0)),
-                              (0, 0, 0, None, 0)), donate_argnums=0),
+        update=update,
+        update_all=all_active,
+        update_gated=some_active,
         end_task=jax.jit(seeded(jax.vmap(end_of_task(config, domain, agent, spec)), (0,) * 6)),
         probe=jax.jit(jax.vmap(lambda p, o: domain.probe_action(agent, p, o))),
         drift=jax.jit(jax.vmap(drift)),
@@ -208,12 +244,16 @@ def make_learner(config: ml_collections.ConfigDict,
 def compilations(learner: Learner) -> dict:
     """How many times each jitted learner function was compiled in this process (1 each when
     nothing recompiled after the first phase; new masks, tasks and buffers are new values)."""
-    names = ["act", "act_eval", "add", "update", "end_task", "store"]
+    names = ["act", "act_eval", "add", "update_all", "end_task", "store"]
     if learner.domain.metric == "asr":  # Atari evaluates the sampled policy anyway
         names.append("act_sampled_eval")
     if learner.domain.probe_action is not None:
         names += ["probe", "drift"]
-    return {name: getattr(learner, name)._cache_size() for name in names}
+    if learner.update_gated._cache_size():  # compiled once some seed stopped early
+        names.append("update_gated")
+    counts = {name: getattr(learner, name)._cache_size() for name in names}
+    counts["update"] = counts.pop("update_all")
+    return counts
 
 
 def seed_keys(seed: int, num_seeds: int, offset: int = 0) -> jax.Array:

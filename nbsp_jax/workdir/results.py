@@ -17,6 +17,9 @@ from nbsp_jax.workdir import plots
 # Config fields that change no computed value (display, logging cadence, checkpoint interval):
 # a workdir may be resumed with other values of them.
 PRESENTATION = ("progress", "log_every_steps", "checkpoint_every_s")
+# Config fields added after runs were written: the value that reproduces such a run, from its
+# config.json (which lacks the field).
+ADDED = {"alpha_logp": lambda old: "fresh" if old.get("agent") == "sac" else "reuse"}
 
 
 def prepare_workdir(workdir: str, config) -> bool:
@@ -35,6 +38,7 @@ def prepare_workdir(workdir: str, config) -> bool:
     if os.path.exists(path):
         with open(path) as f:
             old = json.load(f)
+        old = {**{k: value(old) for k, value in ADDED.items()}, **old}
         diff = sorted(k for k in set(old) | set(new)
                       if k not in PRESENTATION and old.get(k) != new.get(k))
         if diff:
