@@ -45,7 +45,7 @@ def main() -> None:
     p.add_argument("--hidden", default="768,768,768")
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--seeds", type=int, default=1)
-    p.add_argument("--updates", type=int, default=100)
+    p.add_argument("--updates", type=int, default=50)
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--score-steps", type=int, default=10_000)
     p.add_argument("--store", type=int, default=100_000)

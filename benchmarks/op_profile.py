@@ -52,7 +52,8 @@ def parse_hlo(text: str) -> tuple[dict, str]:
 
     Returns ``(ops, entry)``: each op's ``{kind, flops, shapes, comp}`` (``flops`` =
     matrix-product FLOPs of one execution of the op, counting fused, called and looped
-    computations, loops times their known trip count; ``comp``: the computation holding it)
+    computations, loops times their known trip count, conditionals as their costliest branch;
+    ``comp``: the computation holding it)
     and the entry computation's name.
     """
     comps, name, body, entry = {}, None, [], ""
@@ -95,8 +96,14 @@ def parse_hlo(text: str) -> tuple[dict, str]:
                 else:  # each output element takes kernel size / out channels MACs
                     k = math.prod(rhs) // max(out[-1], 1) if rhs and out else 0
                 flops, dims = 2 * math.prod(out) * k, [(lhs, rhs, out)]
-            called = re.findall(r"(?:calls|body|to_apply|branch_computations)=\{?%([\w.\-]+)",
-                                rest)
+            called = re.findall(r"(?:calls|body|to_apply)=%([\w.\-]+)", rest)
+            # A conditional runs one of its branches: count the costliest (exact when one
+            # branch holds all the products, as SBX's delayed actor update does).
+            branches = re.findall(r"(?:true_computation|false_computation)=%([\w.\-]+)", rest)
+            listed = re.search(r"branch_computations=\{([^}]*)\}", rest)
+            branches += re.findall(r"%([\w.\-]+)", listed.group(1)) if listed else []
+            costs = [visit(c) for c in branches if c in comps and c != comp]
+            flops += max(costs, default=0)
             for c in called:
                 if c in comps and c != comp:
                     inner = visit(c)
@@ -104,7 +111,8 @@ def parse_hlo(text: str) -> tuple[dict, str]:
                         trip = re.search(r'known_trip_count":\{"n":"(\d+)"', rest)
                         inner *= int(trip.group(1)) if trip else 1
                     flops += inner
-                    dims += [d for o in ops.values() if o.get("comp") == c for d in o["shapes"]]
+            for c in called + branches:
+                dims += [d for o in ops.values() if o.get("comp") == c for d in o["shapes"]]
             ops[op] = {"kind": kind, "flops": flops, "shapes": dims, "comp": comp}
             total += flops
         return total
@@ -188,14 +196,15 @@ def main() -> None:
     p.add_argument("--setting", default="continuous", choices=["continuous", "atari"])
     p.add_argument("--hidden", default=None, help="default 256,256; atari 768,768")
     p.add_argument("--batch", type=int, default=None, help="default 256; atari 64")
-    p.add_argument("--updates", type=int, default=None, help="default 200; atari 8")
+    p.add_argument("--updates", type=int, default=None,
+                   help="default 50 (the Meta-World loop's chunk); atari 16")
     p.add_argument("--top", type=int, default=15, help="matrix products listed")
     p.add_argument("--json", default=None)
     a = p.parse_args()
     atari = a.setting == "atari"
     hidden = tuple(int(h) for h in (a.hidden or ("768,768" if atari else "256,256")).split(","))
     rec = profile(a.setting, hidden, a.batch or (64 if atari else 256),
-                  a.updates or (8 if atari else 200), a.top)
+                  a.updates or (16 if atari else 50), a.top)
     tot = rec["op_us_per_update"]
     print(f"{a.setting} {hidden} batch {rec['batch']}: summed op time {tot / 1e3:.2f} ms "
           f"per update")

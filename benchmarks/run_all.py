@@ -9,7 +9,11 @@ the same run. Parts:
 - ``update``: fused SAC updates/s on random replay data (:mod:`update_throughput`):
   continuous [256, 256] and [768]x3 at batch 256, and the Atari network (Nature CNN +
   [768, 768], 18 actions) at batch 64.
-- ``seeds``: [256, 256] updates/s for 1, 2, 3, 4, 8 vmapped seeds (aggregate and per seed).
+- ``peers``: our update, SBX's ``SAC._train`` and the PyTorch reference at [256, 256] and
+  [768]x3, batch 256, 50 updates per call, interleaved in two passes (:mod:`peers`), with the
+  2048^3 matmul peak of the same run; ours also with ``alpha_logp='reuse'``.
+- ``seeds``: [256, 256] updates/s for 1, 2, 3, 4, 8 seeds, ``seed_axis`` 'vmap' and 'map'
+  (aggregate and per seed).
 - ``matmul``: GFLOP/s XLA reaches here on a chain of matrix products of the updates' shapes;
   each update's matrix-product FLOP rate is given as a share of it.
 - ``env``: EnvPool steps/s with random actions: Meta-World (3 envs) and Atari Pong (3 envs).
@@ -42,8 +46,11 @@ import jax
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchmarks import peers  # noqa: E402
 from benchmarks.torch_reference import ratio_markdown, torch_reference_rows  # noqa: E402
 from benchmarks.update_throughput import measure  # noqa: E402
+
+PEER_SETTINGS = ((256, 256), (768, 768, 768))
 
 
 def matmul_rate(m: int, k: int, repeats: int, steps: int = 200) -> dict:
@@ -177,18 +184,19 @@ def train_bound(train: dict, env: dict, update: dict) -> dict:
 
 def markdown(rec: dict) -> str:
     lines = [f"Machine: {rec['machine']}; jax {rec['jax_version']}, device {rec['device']}.", ""]
-    peak = max(r["gflop_per_s"] for r in rec["matmul"])
-    lines += ["| update setting | seeds | updates/s (all seeds) | per seed | matmul GFLOP/s "
+    peak = max([r["gflop_per_s"] for r in rec["matmul"]] + [rec["peak_gflop_per_s"]])
+    lines += ["| update setting | seeds (axis) | updates/s (all seeds) | per seed | matmul GFLOP/s "
               "(% of peak) | compile + 1st call |", "|---|---|---|---|---|---|"]
     for u in rec["update"] + rec["seeds"] + rec["atari_seeds"]:
-        lines.append(f"| {u['setting']} {u['hidden']} batch {u['batch']} | {u['seeds']} | "
+        lines.append(f"| {u['setting']} {u['hidden']} batch {u['batch']} | {u['seeds']} "
+                     f"({u['seed_axis']}) | "
                      f"{u['updates_per_s']:.1f} | {u['updates_per_s'] / u['seeds']:.1f} | "
                      f"{u['matmul_gflop_per_s']:.0f} ({100 * u['matmul_gflop_per_s'] / peak:.0f} "
                      f"%) | {u['compile_plus_first_call_s']:.1f} s |")
     rates = ", ".join(f"{r['shape'][0]}x{r['shape'][1]}x{r['shape'][2]} "
                       f"{r['gflop_per_s']:.0f} GFLOP/s" for r in rec["matmul"])
-    lines += ["", f"Matrix-product peak (chained `[m, k] @ [k, k]` in one jitted scan): {rates}; "
-              f"peak = {peak:.0f} GFLOP/s."]
+    lines += ["", f"Matrix-product peak (chained `[m, k] @ [k, k]` in one jitted scan): {rates}, "
+              f"2048x2048x2048 {rec['peak_gflop_per_s']:.0f} GFLOP/s; peak = {peak:.0f} GFLOP/s."]
 
     lines += ["", "| env | pool | pool steps/s | env steps/s |", "|---|---|---|---|"]
     for e in rec["env"]:
@@ -219,6 +227,7 @@ def markdown(rec: dict) -> str:
               f"{a['total_h']:.0f} h ({a['total_h'] / 24:.1f} days), evaluation not included."]
     if rec.get("torch"):
         lines += ["", ratio_markdown(rec["update"], rec["torch"])]
+    lines += ["", peers.markdown(rec["peers"], rec["peak_gflop_per_s"])]
     return "\n".join(lines) + "\n"
 
 
@@ -234,17 +243,23 @@ def main() -> None:
            "device": f"{jax.devices()[0].platform}:{jax.devices()[0].device_kind}",
            "quick": a.quick}
     rec["update"] = [
-        measure("continuous", (256, 256), 256, 1, 100, reps),
-        measure("continuous", (768, 768, 768), 256, 1, 20 if a.quick else 50, reps),
+        measure("continuous", (256, 256), 256, 1, 50, reps),
+        measure("continuous", (768, 768, 768), 256, 1, 50, reps),
         atari_updates((768, 768), 64, 8 if a.quick else 16, reps),
     ]
-    rec["seeds"] = [measure("continuous", (256, 256), 256, s, 100, reps) for s in (2, 3, 4, 8)]
+    rec["peak_gflop_per_s"] = peers.matmul_peak(repeats=reps)
+    rec["peers"] = [{"hidden": list(h), "batch": 256, "rows": peers.compare(
+        peers.peer_runners(h, 256, 50, ({}, {"alpha_logp": "reuse"})), reps,
+        rec["peak_gflop_per_s"])} for h in PEER_SETTINGS]
+    rec["seeds"] = [measure("continuous", (256, 256), 256, s, 50, reps, seed_axis=axis)
+                    for s in (1, 2, 3, 4, 8) for axis in ("vmap", "map")]
     rec["matmul"] = [matmul_rate(m, k, reps) for m, k in ((256, 256), (256, 768), (64, 768))]
     rec["atari_seeds"] = [atari_updates((768, 768), 64, 8 if a.quick else 16, reps, seeds=3)]
     rec["env"] = [env_steps("metaworld", 3, 500 if a.quick else 2000),
                   env_steps("atari", 3, 500 if a.quick else 2000)]
     rec["train"] = train_run(4_000 if a.quick else 20_000)
-    rec["train"].update(train_bound(rec["train"], rec["env"][0], rec["seeds"][1]))
+    three = next(u for u in rec["seeds"] if u["seeds"] == 3 and u["seed_axis"] == "vmap")
+    rec["train"].update(train_bound(rec["train"], rec["env"][0], three))
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     rec["memory"] = [memory_per_seed(os.path.join(root, "configs", f)) for f in
                      ("metaworld_window.py", "atari_pong_bowling.py")]

@@ -75,7 +75,8 @@ def random_atari_streams(seed: int, seeds: int, streams: int, capacity: int):
     )
 
 
-def _config(setting, hidden, batch, seeds, updates, method, seed_axis, conv_impl):
+def _config(setting, hidden, batch, seeds, updates, method, seed_axis, conv_impl,
+            alpha_logp=None):
     from nbsp_jax.config import atari_cycle, base_config
 
     if setting == "atari":
@@ -88,15 +89,18 @@ def _config(setting, hidden, batch, seeds, updates, method, seed_axis, conv_impl
     c.chunk_steps, c.num_envs, c.updates_per_step = updates, 1, 1
     c.method, c.seed_axis = method, seed_axis
     c.act_on, c.shard_seeds = "learner", False
+    if alpha_logp is not None:
+        c.alpha_logp = alpha_logp
     return c
 
 
 def _prepare(setting, hidden, batch, seeds, updates, method, seed_axis, conv_impl,
-             buffer_rows) -> dict:
+             buffer_rows, alpha_logp=None) -> dict:
     """Builds, compiles and warms up one configuration; returns its runner and record."""
     from nbsp_jax.training import make_learner, seed_keys
 
-    c = _config(setting, hidden, batch, seeds, updates, method, seed_axis, conv_impl)
+    c = _config(setting, hidden, batch, seeds, updates, method, seed_axis, conv_impl,
+                alpha_logp)
     learner = make_learner(c)
     state = jax.vmap(lambda k: learner.domain.init_state(learner.agent, k))(seed_keys(0, seeds))
     if setting == "atari":
@@ -205,7 +209,7 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=None, help="default 256; atari 64")
     p.add_argument("--seeds", type=int, default=1)
     p.add_argument("--updates", type=int, default=None,
-                   help="updates fused per call (default 200; atari 16)")
+                   help="updates fused per call (default 50, the Meta-World loop's; atari 16)")
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--method", default="sac", help="config.method: sac, nbsp, ... (masks and "
                    "earlier-task replay on for nbsp)")
@@ -220,7 +224,7 @@ def main() -> None:
     atari = a.setting == "atari"
     hidden = tuple(int(h) for h in (a.hidden or ("768,768" if atari else "256,256")).split(","))
     batch = a.batch or (64 if atari else 256)
-    updates = a.updates or (16 if atari else 200)
+    updates = a.updates or (16 if atari else 50)
     impls = a.conv_impl.split(",") if atari else ["auto"]
     configs = [dict(setting=a.setting, hidden=hidden, batch=batch, seeds=a.seeds,
                     updates=updates, method=a.method, seed_axis=axis, conv_impl=impl)

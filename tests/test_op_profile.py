@@ -41,3 +41,19 @@ def test_category_names_products_loops_and_copies():
     assert op_profile.category("copy.12", {"kind": "copy", "flops": 0}) == "copy"
     assert op_profile.category("add_maximum_fusion.2", {"kind": "fusion", "flops": 0}) == (
         "elementwise/other")
+
+
+def test_program_flops_counts_the_costliest_branch_of_a_conditional():
+    """A cond runs one branch: [4, 8] @ [8, 8] (512 FLOPs) against none; before branches were
+    read, SBX's delayed actor update (inside a cond) counted as zero."""
+    x, w = jnp.ones((4, 8)), jnp.ones((8, 8))
+
+    def f(p, x, w):
+        return jax.lax.cond(p, lambda: jnp.tanh(x @ w), lambda: x * 2.0)
+
+    assert op_profile.program_flops(_hlo(f, True, x, w)) == 2 * 4 * 8 * 8
+    # Inside a loop of 3 steps, each with its cond:
+    g = lambda x, w: jax.lax.scan(lambda c, i: (jax.lax.cond(i % 2 == 0, lambda: c @ w,
+                                                             lambda: c), None),
+                                  x, jnp.arange(3))[0]
+    assert op_profile.program_flops(_hlo(g, x, w)) == 3 * 2 * 4 * 8 * 8
