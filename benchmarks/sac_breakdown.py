@@ -58,18 +58,20 @@ def main() -> None:
             return c + b.reward.sum(), None
         return jax.lax.scan(body, 0.0, jnp.arange(steps))[0]
 
+    # As in update_many, the noise is drawn before the loop.
+    noise = jax.random.normal(jax.random.key(4), (steps, 2, a.batch, 4))
+
     @jax.jit
     def critic_only(state, batch):
-        def body(s, i):
-            return sac.critic_update(agent, s, batch, jax.random.fold_in(s.key, i))[0], None
-        return jax.lax.scan(body, state, jnp.arange(steps))[0]
+        def body(s, n):
+            return sac.critic_update(agent, s, batch, n[0])[0], None
+        return jax.lax.scan(body, state, noise)[0]
 
     @jax.jit
     def actor_only(state, batch):
-        def body(s, i):
-            key = jax.random.fold_in(s.key, i)
-            return sac.actor_alpha_update(agent, s, batch.obs, key)[0], None
-        return jax.lax.scan(body, state, jnp.arange(steps))[0]
+        def body(s, n):
+            return sac.actor_alpha_update(agent, s, batch.obs, n)[0], None
+        return jax.lax.scan(body, state, noise)[0]
 
     @jax.jit
     def full(state, buf):

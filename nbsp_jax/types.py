@@ -1,4 +1,4 @@
-"""The data structures every layer shares: NamedTuples and one type alias, no behaviour.
+"""The data structures every layer shares: NamedTuples, no behaviour.
 
 This module imports no other module of the package, so any layer may import it.
 """
@@ -25,8 +25,19 @@ class Transition(NamedTuple):
     terminated: jax.Array
 
 
-Sampler = Callable[[jax.Array, jax.Array], Transition]
-"""``sampler(key, gradient_step) -> batch``: where each gradient step draws its batch from."""
+class Sampler(NamedTuple):
+    """Where each gradient step of a fused call draws its batch from, in two parts, so that
+    the call's random numbers are drawn at once, before its loop (one draw of
+    ``[num_steps, batch]`` indices, not ``num_steps`` small ones inside it).
+
+    ``draw(key, num_steps) -> plan``: a pytree whose leaves have leading axis ``num_steps``
+    (e.g. the row indices ``[num_steps, batch]``). ``take(plan_row, step) -> Transition``:
+    the batch of gradient step ``step`` (a global counter, int32 scalar) from its row of the
+    plan. A batch that does not depend on a draw may ignore both.
+    """
+
+    draw: Callable[[jax.Array, int], object]
+    take: Callable[[object, jax.Array], Transition]
 
 
 class SACParams(NamedTuple):

@@ -10,7 +10,7 @@ from nbsp_jax.agents import sac
 from nbsp_jax.buffers import transitions as replay
 from nbsp_jax.method import GoalRecorder, MaskedScaleState, get_masks
 from nbsp_jax.training import make_learner, seed_keys
-from nbsp_jax.types import Step
+from nbsp_jax.types import Sampler, Step
 from tests.conftest import tiny_config
 
 
@@ -27,18 +27,20 @@ def _filled(capacity, value, obs_dim=39, action_dim=4, n=None):
 def test_replay_cadence_every_kth_step():
     agent = sac.make_sac(39, 4, hidden=(8,), batch_size=16)
     current, pre = _filled(50, 0.0), _filled(50, 1000.0)
-    sampler = jax.jit(nbsp_method.replay_sampler(replay.sampler(current, agent.batch_size),
-                                            replay.sampler(pre, agent.batch_size), pre.size > 0,
-                                            10))
-    from_pre = [bool(sampler(jax.random.key(g), jnp.int32(g)).reward.min() >= 1000)
-                for g in range(31)]
+    sampler = nbsp_method.replay_sampler(replay.sampler(current, agent.batch_size),
+                                         replay.sampler(pre, agent.batch_size), pre.size > 0, 10)
+    plan = sampler.draw(jax.random.key(0), 31)
+    take = jax.jit(sampler.take)
+    row = lambda g: jax.tree.map(lambda x: x[g], plan)
+    from_pre = [bool(take(row(g), jnp.int32(g)).reward.min() >= 1000) for g in range(31)]
     assert from_pre == [g % 10 == 0 for g in range(31)]
     # An empty earlier-task buffer is never used.
     empty = replay.init_buffer(50, 39, 4)
-    sampler = jax.jit(nbsp_method.replay_sampler(replay.sampler(current, agent.batch_size),
-                                            replay.sampler(empty, agent.batch_size),
-                                            empty.size > 0, 10))
-    assert float(sampler(jax.random.key(0), jnp.int32(0)).reward.max()) < 1000
+    sampler = nbsp_method.replay_sampler(replay.sampler(current, agent.batch_size),
+                                         replay.sampler(empty, agent.batch_size),
+                                         empty.size > 0, 10)
+    plan = jax.tree.map(lambda x: x[0], sampler.draw(jax.random.key(0), 1))
+    assert float(sampler.take(plan, jnp.int32(0)).reward.max()) < 1000
 
 
 def test_store_for_replay_draws_distinct_filled_rows():
@@ -247,7 +249,7 @@ def test_replayed_batches_reach_the_discrete_actor(monkeypatch):
     def sampler_of(value):
         obs = jnp.full((2, 4, 12, 12), value, jnp.uint8)
         batch = replay.Transition(obs, jnp.zeros(2, jnp.int32), jnp.zeros(2), obs, jnp.zeros(2))
-        return lambda key, step: batch
+        return Sampler(lambda key, n: jnp.zeros(n), lambda plan, step: batch)
 
     sampler = nbsp_method.replay_sampler(sampler_of(0), sampler_of(255), jnp.array(True), 10)
     run = jax.jit(lambda s, step0: sac_discrete.update_many(agent, s, sampler, 16, step0))

@@ -115,11 +115,21 @@ def sample_action(
     Returns:
       ``action [..., action_dim]`` in [-1, 1] and ``log_prob [...]``.
     """
+    shape = (*obs.shape[:-1], agent.action_dim)
+    return squashed_sample(agent, actor_params, obs, jax.random.normal(key, shape))
+
+
+def squashed_sample(
+    agent: SAC, actor_params: dict, obs: jax.Array, noise: jax.Array
+) -> tuple[jax.Array, jax.Array]:
+    """:func:`sample_action` from given standard-normal ``noise [..., action_dim]``: the
+    updates draw a call's noise at once, before their loop."""
     mean, log_std = agent.actor.apply(actor_params, obs)
     std = jnp.exp(log_std)
-    x = mean + std * jax.random.normal(key, mean.shape)
+    x = mean + std * noise
     y = jnp.tanh(x)
-    normal_logp = -0.5 * ((x - mean) / std) ** 2 - log_std - 0.5 * jnp.log(2 * jnp.pi)
+    # (x - mean) / std is the noise itself.
+    normal_logp = -0.5 * noise**2 - log_std - 0.5 * jnp.log(2 * jnp.pi)
     log_prob = (normal_logp - jnp.log(1.0 - y**2 + 1e-6)).sum(-1)
     return y, log_prob
 
@@ -135,12 +145,13 @@ def _twin_q(agent: SAC, q: dict, obs: jax.Array, action: jax.Array) -> tuple[jax
 
 
 def critic_update(
-    agent: SAC, state: SACState, batch: Transition, key: jax.Array
+    agent: SAC, state: SACState, batch: Transition, noise: jax.Array
 ) -> tuple[SACState, dict]:
-    """One Adam step of both critics on ``batch``, then Polyak update of their targets."""
+    """One Adam step of both critics on ``batch``, then Polyak update of their targets.
+    ``noise [B, action_dim]``: standard normal, for the next actions of the target."""
     p = state.params
     alpha = jnp.exp(p.log_alpha)
-    next_action, next_logp = sample_action(agent, p.actor, batch.next_obs, key)
+    next_action, next_logp = squashed_sample(agent, p.actor, batch.next_obs, noise)
     q1_next, q2_next = _twin_q(agent, p.q_target, batch.next_obs, next_action)
     min_next = jnp.minimum(q1_next, q2_next) - alpha * next_logp
     target = batch.reward + (1.0 - batch.terminated) * agent.gamma * min_next
@@ -160,15 +171,16 @@ def critic_update(
 
 
 def actor_alpha_update(
-    agent: SAC, state: SACState, obs: jax.Array, key: jax.Array
+    agent: SAC, state: SACState, obs: jax.Array, noise: jax.Array
 ) -> tuple[SACState, dict]:
-    """One actor step (``alpha * log pi - min Q``), then one temperature step (CleanRL order)."""
+    """One actor step (``alpha * log pi - min Q``), then one temperature step (CleanRL order).
+    ``noise [2, B, action_dim]``: standard normal, for the actor step's actions and for the
+    temperature loss's fresh ones (unused with ``alpha_logp='reuse'``)."""
     p = state.params
     alpha = jnp.exp(p.log_alpha)
-    k_pi, k_alpha = jax.random.split(key)
 
     def actor_loss_fn(actor):
-        action, logp = sample_action(agent, actor, obs, k_pi)
+        action, logp = squashed_sample(agent, actor, obs, noise[0])
         q1, q2 = _twin_q(agent, p.q, obs, action)
         return (alpha * logp - jnp.minimum(q1, q2)).mean(), logp
 
@@ -177,7 +189,7 @@ def actor_alpha_update(
     actor = optax.apply_updates(p.actor, updates)
 
     if agent.alpha_logp == "fresh":  # CleanRL: fresh log-probs from the updated actor
-        _, logp = sample_action(agent, actor, obs, k_alpha)
+        _, logp = squashed_sample(agent, actor, obs, noise[1])
     logp = jax.lax.stop_gradient(logp)
 
     def alpha_loss_fn(log_alpha):
@@ -203,9 +215,14 @@ def update_many(
       sampler: where batches come from (e.g. :func:`nbsp_jax.buffers.transitions.sampler`).
       num_updates: static; a multiple of ``agent.policy_frequency``.
       step0: int32 scalar, the gradient-step counter before this call, a multiple of
-        ``policy_frequency`` (the loop's counter always is). Batch ``i`` of the call is drawn
-        with ``sampler(key, step0 + i)``; the actor and temperature train on the batches with
-        ``(step0 + i) % policy_frequency == 0``.
+        ``policy_frequency`` (the loop's counter always is). Batch ``i`` of the call is
+        ``sampler.take(plan[i], step0 + i)``; the actor and temperature train on the batches
+        with ``(step0 + i) % policy_frequency == 0``.
+
+    The call's random numbers are drawn at once, before the loop, from three keys split off
+    ``state.key`` (which advances): the sampler's plan for all ``num_updates`` batches and
+    the standard-normal noise of every action sample (one per critic step, two per actor
+    step), so the loop body holds no random-number generation.
 
     Returns:
       The new state and the mean of each loss over the call (scalars).
@@ -213,27 +230,32 @@ def update_many(
     pf = agent.policy_frequency
     if num_updates % pf:
         raise ValueError(f"num_updates={num_updates} must be a multiple of policy_frequency={pf}")
+    groups = num_updates // pf
+    key, k_plan, k_noise = jax.random.split(state.key, 3)
+    plan = jax.tree.map(lambda x: x.reshape(groups, pf, *x.shape[1:]),
+                        sampler.draw(k_plan, num_updates))
+    # Per group: pf critic steps' noise, then pf actor steps' two (actor loss, temperature).
+    noise = jax.random.normal(k_noise, (groups, 3 * pf, agent.batch_size, agent.action_dim))
 
-    def macro_step(carry, i):
-        state = carry
-        key, *keys = jax.random.split(state.key, 2 * pf + 1)
-        state = state._replace(key=key)
+    def macro_step(state, xs):
+        i, plan_i, noise_i = xs
         q_infos, a_infos = [], []
         for j in range(pf):
-            k_batch, k_upd = jax.random.split(keys[j])
-            batch = sampler(k_batch, step0 + i * pf + j)
-            state, info = critic_update(agent, state, batch, k_upd)
+            batch = sampler.take(jax.tree.map(lambda x, j=j: x[j], plan_i), step0 + i * pf + j)
+            state, info = critic_update(agent, state, batch, noise_i[j])
             q_infos.append(info)
             if j == 0:
                 # CleanRL's delayed policy update: at the steps with g % pf == 0, pf actor and
                 # temperature steps on that step's batch, right after its critic step. So a
                 # batch the sampler replays at such a step feeds the actor as well.
                 for m in range(pf):
-                    state, info = actor_alpha_update(agent, state, batch.obs, keys[pf + m])
+                    pair = noise_i[pf + 2 * m: pf + 2 * m + 2]
+                    state, info = actor_alpha_update(agent, state, batch.obs, pair)
                     a_infos.append(info)
         info = jax.tree.map(lambda *x: jnp.mean(jnp.stack(x)), *q_infos)
         info.update(jax.tree.map(lambda *x: jnp.mean(jnp.stack(x)), *a_infos))
         return state, info
 
-    state, infos = jax.lax.scan(macro_step, state, jnp.arange(num_updates // pf))
+    state, infos = jax.lax.scan(macro_step, state._replace(key=key),
+                                (jnp.arange(groups), plan, noise))
     return state, jax.tree.map(jnp.mean, infos)

@@ -310,10 +310,13 @@ def update_many(
     every = agent.target_every if target_every is None else int(target_every)
     step0 = jnp.asarray(step0, jnp.int32)
 
-    def step(state, i):
-        key, k_batch = jax.random.split(state.key)
-        state = state._replace(key=key)
-        batch = sampler(k_batch, step0 + i)
+    # The batches' random numbers are drawn at once, before the loop (``state.key`` advances).
+    key, k_plan = jax.random.split(state.key)
+    plan = sampler.draw(k_plan, num_updates)
+
+    def step(state, xs):
+        i, plan_i = xs
+        batch = sampler.take(plan_i, step0 + i)
         state, info = update(agent, state, batch)
         if every > 0:
             state = jax.lax.cond(
@@ -321,5 +324,6 @@ def update_many(
             )
         return state, info
 
-    state, infos = jax.lax.scan(step, state, jnp.arange(num_updates, dtype=jnp.int32))
+    state, infos = jax.lax.scan(step, state._replace(key=key),
+                                (jnp.arange(num_updates, dtype=jnp.int32), plan))
     return state, jax.tree.map(jnp.mean, infos)

@@ -66,7 +66,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from nbsp_jax.buffers.transitions import Transition
+from nbsp_jax.types import Sampler, Transition
 
 STACK = 4
 FRAME_SHAPE = (84, 84)
@@ -259,13 +259,36 @@ def sample_streams(bufs: AtariReplay, key: jax.Array, batch_size: int, stack: in
     Returns:
       A :class:`nbsp_jax.types.Transition` as :func:`sample` returns it.
     """
+    stream, rows = _draw_streams(bufs, key, (batch_size,), stack)
+    return gather_streams(bufs, stream, rows, stack)
+
+
+def _draw_streams(bufs: AtariReplay, key: jax.Array, shape: tuple[int, ...], stack: int
+                  ) -> tuple[jax.Array, jax.Array]:
+    """``(stream, row)`` int32 arrays of ``shape``, uniform among complete transitions."""
     mask = jax.vmap(lambda b: transition_mask(b, stack))(bufs)  # [N, rows]
     num, rows = mask.shape
     count = jnp.cumsum(mask.reshape(-1), dtype=jnp.int32)
-    u = jax.random.randint(key, (batch_size,), 0, jnp.maximum(count[-1], 1))
+    u = jax.random.randint(key, shape, 0, jnp.maximum(count[-1], 1))
+    # The (u+1)-th complete row is the first p with count[p] > u.
     flat = jnp.searchsorted(count, u, side="right").astype(jnp.int32)
     flat = jnp.minimum(flat, num * rows - 1)
-    return gather_streams(bufs, flat // rows, flat % rows, stack)
+    return flat // rows, flat % rows
+
+
+def streams_sampler(bufs: AtariReplay, batch_size: int, stack: int = STACK) -> Sampler:
+    """A :class:`~nbsp_jax.types.Sampler` over all streams of ``bufs``, uniform among their
+    complete transitions (as :func:`sample_streams`). The plan is ``(stream, row)``, int32
+    ``[num_steps, batch_size]`` each; the mask and count over all rows are computed once per
+    draw, not once per gradient step (the buffer does not change during a fused call)."""
+
+    def draw(key, num_steps):
+        return _draw_streams(bufs, key, (num_steps, batch_size), stack)
+
+    def take(plan, step):
+        return gather_streams(bufs, plan[0], plan[1], stack)
+
+    return Sampler(draw, take)
 
 
 def window(buf: AtariReplay, key: jax.Array, length: int, stack: int = STACK) -> AtariReplay:

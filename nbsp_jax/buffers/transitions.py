@@ -93,6 +93,14 @@ def store_for_replay(pre: ReplayBuffer, current: ReplayBuffer, key: jax.Array,
 
 
 def sampler(buffer: ReplayBuffer, batch_size: int) -> Sampler:
-    """A :data:`~nbsp_jax.types.Sampler` that draws every batch uniformly from ``buffer``
+    """A :class:`~nbsp_jax.types.Sampler` that draws every batch uniformly (with replacement)
+    from the filled rows of ``buffer``: the plan is row indices ``[num_steps, batch_size]``
     (replay of earlier tasks plugs in around it, :func:`nbsp_jax.method.replay_sampler`)."""
-    return lambda key, step: sample(buffer, key, batch_size)
+
+    def draw(key, num_steps):
+        return jax.random.randint(key, (num_steps, batch_size), 0, jnp.maximum(buffer.size, 1))
+
+    def take(rows, step):
+        return jax.tree.map(lambda x: x[rows], buffer.data)
+
+    return Sampler(draw, take)

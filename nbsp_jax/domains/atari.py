@@ -149,7 +149,7 @@ class Atari:
 
     @staticmethod
     def sampler(agent, buffer):
-        return lambda key, step: frames.sample_streams(buffer, key, agent.batch_size)
+        return frames.streams_sampler(buffer, agent.batch_size)
 
     @staticmethod
     def nonempty(buffer):

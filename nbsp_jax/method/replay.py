@@ -1,7 +1,7 @@
 """Replay of earlier tasks (NBSP Eq. 8): every ``k``-th batch of every update kind (critics,
 actor, temperature) is drawn from the earlier-task buffer instead of the current one.
 
-The samplers are :data:`nbsp_jax.types.Sampler` functions, so nothing here knows a buffer.
+The samplers are :class:`nbsp_jax.types.Sampler` pairs, so nothing here knows a buffer.
 """
 
 from __future__ import annotations
@@ -43,7 +43,8 @@ def replay_step(step: jax.Array, interval: int, policy_frequency: int = 1) -> ja
 def replay_sampler(current: Sampler, pre: Sampler, pre_nonempty: jax.Array,
                    interval: int, policy_frequency: int = 1) -> Sampler:
     """A sampler that draws gradient step ``g``'s batch from ``pre`` when
-    :func:`replay_step` says so and ``pre_nonempty``, else from ``current`` (Eq. 8).
+    :func:`replay_step` says so and ``pre_nonempty``, else from ``current`` (Eq. 8). Its plan
+    holds both samplers' plans (drawn from two keys split off the call's key).
 
     Args:
       current, pre: samplers of the current-task and the earlier-task buffer (e.g.
@@ -53,13 +54,17 @@ def replay_sampler(current: Sampler, pre: Sampler, pre_nonempty: jax.Array,
       policy_frequency: the agent's delayed-policy period (see :func:`replay_step`).
     """
 
-    def from_pre_if_any(key, step):
-        a, b = pre(key, step), current(key, step)
+    def draw(key, num_steps):
+        k_current, k_pre = jax.random.split(key)
+        return current.draw(k_current, num_steps), pre.draw(k_pre, num_steps)
+
+    def from_pre_if_any(plan, step):
+        a, b = pre.take(plan[1], step), current.take(plan[0], step)
         return jax.tree.map(lambda x, y: jnp.where(pre_nonempty, x, y), a, b)
 
-    def sampler(key, step):
+    def take(plan, step):
         # `step` is shared by all seeds (unbatched under vmap), so this stays a real branch.
         return jax.lax.cond(replay_step(step, interval, policy_frequency), from_pre_if_any,
-                            current, key, step)
+                            lambda plan, step: current.take(plan[0], step), plan, step)
 
-    return sampler
+    return Sampler(draw, take)
