@@ -9,7 +9,7 @@ Public API:
   :func:`random_scores`, :func:`activation_scores`, :func:`weight_scores`.
 - Networks and capture: :class:`GaussianActor`, :class:`QNetwork`, :func:`record`.
 - SAC: :func:`make_sac`, :func:`init_state`, :func:`update_many`.
-- Replay: :class:`Transition`, :class:`ReplayBuffer`, :func:`init_buffer`.
+- Replay: :class:`Transition`, :class:`ReplayBuffer`, :func:`init_buffer`, :class:`Sampler`.
 - Environments: :class:`SeedVecEnv`, :func:`metaworld_tasks`.
 - Atari: :func:`make_sac_discrete`, :class:`AtariSeedVecEnv`, the frame-once buffer module
   :mod:`nbsp_jax.buffers.frames` (also as ``nbsp_jax.atari_replay``).
@@ -42,7 +42,7 @@ from nbsp_jax.metrics import continual_metrics, metrics_for, normalize_atari
 from nbsp_jax.networks import GaussianActor, QNetwork, record
 from nbsp_jax.training import train_and_evaluate
 from nbsp_jax.training.sharding import seed_mesh, seed_parallel, shard_seeds
-from nbsp_jax.types import Transition
+from nbsp_jax.types import Sampler, Transition
 
 __version__ = "0.1.0"
 
@@ -52,6 +52,7 @@ __all__ = [
     "MaskedScaleState",
     "QNetwork",
     "ReplayBuffer",
+    "Sampler",
     "SeedVecEnv",
     "Transition",
     "activation_scores",
