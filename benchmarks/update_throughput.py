@@ -11,13 +11,13 @@ uint8 frames in the frame-once Atari streams), builds the update the training lo
 seeds with ``vmap`` or ``lax.map``), compiles it (``compile_s``, timed on its own), runs it
 once (``first_call_s``) and twice more to warm up, then times ``--repeats`` calls.
 
-Several ``--seed-axis`` / ``--conv-impl`` values give one record each; their timed calls are
-interleaved (round robin), so that ratios between them are measured under the same machine
-load (``load_avg`` is recorded before and after). ``updates_per_s`` is the median rate over
-all seeds (seeds x updates / s); ``updates_per_s_per_seed`` the rate each seed advances;
-``matmul_gflop_per_update`` the matrix-product FLOPs of one update, counted in the compiled HLO
-(:func:`benchmarks.op_profile.program_flops`), and ``matmul_gflop_per_s`` the rate at which the
-update does them.
+Several ``--seeds`` / ``--seed-axis`` / ``--conv-impl`` values give one record each; their
+timed calls are interleaved (round robin), so that ratios between them are measured under the
+same machine load (``load_avg`` is recorded before and after). ``updates_per_s`` is the median
+rate over all seeds (seeds x updates / s); ``updates_per_s_per_seed`` the rate each seed
+advances; ``matmul_gflop_per_update`` the matrix-product FLOPs of one update, counted in the
+compiled HLO (:func:`benchmarks.op_profile.program_flops`), and ``matmul_gflop_per_s`` the rate
+at which the update does them.
 """
 
 from __future__ import annotations
@@ -207,7 +207,8 @@ def main() -> None:
     p.add_argument("--hidden", default=None,
                    help="comma-separated widths (default 256,256; atari 768,768)")
     p.add_argument("--batch", type=int, default=None, help="default 256; atari 64")
-    p.add_argument("--seeds", type=int, default=1)
+    p.add_argument("--seeds", default="1",
+                   help="seed count, or several comma-separated (one record each)")
     p.add_argument("--updates", type=int, default=None,
                    help="updates fused per call (default 50, the Meta-World loop's; atari 16)")
     p.add_argument("--repeats", type=int, default=7)
@@ -226,9 +227,10 @@ def main() -> None:
     batch = a.batch or (64 if atari else 256)
     updates = a.updates or (16 if atari else 50)
     impls = a.conv_impl.split(",") if atari else ["auto"]
-    configs = [dict(setting=a.setting, hidden=hidden, batch=batch, seeds=a.seeds,
+    configs = [dict(setting=a.setting, hidden=hidden, batch=batch, seeds=int(seeds),
                     updates=updates, method=a.method, seed_axis=axis, conv_impl=impl)
-               for impl in impls for axis in a.seed_axis.split(",")]
+               for impl in impls for seeds in a.seeds.split(",")
+               for axis in a.seed_axis.split(",")]
     recs = measure_many(configs, a.repeats, a.buffer_rows)
     for rec in recs:
         print(json.dumps({k: v for k, v in rec.items() if k != "call_s_all"}, indent=1))
