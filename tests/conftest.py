@@ -11,7 +11,7 @@ unless ``XLA_FLAGS`` already sets a level): their shapes are tiny, so compiling 
 their time, and the flag halves it (fast tier, cold cache, 2 workers: see the README). It
 changes how fast the generated code runs and, in the last bits, the order of some float sums;
 benchmarks and training runs outside the tests keep XLA's default. Subprocesses that need more
-flags take them from ``xla_env``, which keeps this one unless told otherwise.
+flags take them from ``xla_env``, which keeps this one.
 """
 
 import os
@@ -26,15 +26,11 @@ if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
 from nbsp_jax.config import base_config  # noqa: E402  (after the cache settings above)
 
 
-def xla_env(*flags, optimized: bool = False, **variables):
+def xla_env(*flags, **variables):
     """``os.environ`` with ``flags`` appended to its ``XLA_FLAGS`` and ``variables`` set: the
     environment of a test's subprocess, ``xla_env('--xla_force_host_platform_device_count=2')``.
-    ``optimized=True`` drops the tests' ``--xla_backend_optimization_level=0``, for checks of
-    bit-identical results between programs of different shapes (a 4-seed program against two
-    2-seed ones), which hold for the code XLA generates by default."""
+    """
     base = os.environ.get("XLA_FLAGS", "")
-    if optimized:
-        base = base.replace(_UNOPTIMIZED, "")
     return {**os.environ, "XLA_FLAGS": " ".join((base, *flags)).strip(), **variables}
 
 
