@@ -9,12 +9,14 @@ module              what
 ``masking``         ``masked_scale``: the optax transform scaling each neuron's update
 ``replay``          which gradient steps replay earlier tasks (Eq. 8), a replaying sampler
 ``goal``            the record of a task's steps and the goal metric they are scored by
+``ewc``             baseline: elastic weight consolidation as an optax transform
 ==================  =====================================================================
 
 Nothing here knows an agent class, a buffer, an environment or the training loop: networks
 come in as Flax modules, batches through :data:`nbsp_jax.types.Sampler` functions.
 """
 
+from nbsp_jax.method.ewc import EWCState, consolidate, diagonal_fisher, ewc, get_ewc
 from nbsp_jax.method.goal import SCORE_WINDOWS, GoalRecorder, scoring_goal
 from nbsp_jax.method.masking import (
     MaskedScaleState,
@@ -57,8 +59,9 @@ from nbsp_jax.method.switches import (
 
 __all__ = [
     "MASK_PLACEMENTS", "MASK_POLICIES", "MASK_TARGETS", "METHODS", "NETWORKS", "SCORE_WINDOWS",
-    "SELECTORS", "GoalRecorder", "MaskedScaleState", "MethodSpec", "activation_scores",
-    "build_masks", "constant_units", "get_masks", "install_masks", "is_constant",
+    "SELECTORS", "EWCState", "GoalRecorder", "MaskedScaleState", "MethodSpec",
+    "activation_scores", "build_masks", "consolidate", "constant_units", "diagonal_fisher",
+    "ewc", "get_ewc", "get_masks", "install_masks", "is_constant",
     "layer_paths", "masked_scale", "masks_from_layers", "method_spec", "neuron_masks",
     "num_selected", "ones_masks", "random_scores", "record_networks", "replay_sampler",
     "replay_step", "score_layers", "score_networks", "scoring_goal", "select_top", "set_masks",

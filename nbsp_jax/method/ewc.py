@@ -1,0 +1,127 @@
+"""Elastic weight consolidation (Kirkpatrick et al. 2017) as an optax transform, a baseline of
+the paper's Table 1.
+
+After task ``t`` with parameters ``theta*_t`` and diagonal Fisher information ``F_t``, EWC adds
+the penalty ``lam / 2 * sum_t sum_i F_t,i (theta_i - theta*_t,i)^2`` to the loss. Its gradient,
+
+    lam * sum_t F_t * (theta - theta*_t) = lam * (A * theta - B),
+    A = sum_t F_t,  B = sum_t F_t * theta*_t,
+
+needs only the two running sums, so every earlier task is kept exactly at the memory of two
+copies of the parameters. Online EWC (Schwarz et al. 2018) decays the earlier tasks' terms by
+``gamma`` at each new task: ``A <- gamma A + F_t``, ``B <- gamma B + F_t theta*_t``.
+
+:func:`ewc` adds that gradient to the incoming one; put it *before* the optimizer
+(``optax.chain(ewc(lam), optax.adam(lr))``): it is a term of the loss. The sums live in the
+optimizer state, so consolidating after a task (:func:`consolidate`) changes values, not
+shapes: a jitted step does not recompile, and under ``jax.vmap`` every seed has its own.
+:func:`diagonal_fisher` estimates ``F`` as the mean squared per-example gradient.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+__all__ = ["EWCState", "consolidate", "diagonal_fisher", "ewc", "get_ewc"]
+
+
+class EWCState(NamedTuple):
+    """The penalty's running sums, each with the structure of the params: ``fisher`` =
+    ``sum_t F_t`` and ``anchored`` = ``sum_t F_t * theta*_t``."""
+
+    fisher: Any
+    anchored: Any
+
+
+def ewc(strength: float) -> optax.GradientTransformation:
+    """Adds EWC's penalty gradient ``strength * (fisher * params - anchored)`` to the updates.
+
+    Args:
+      strength: ``lambda`` of the penalty.
+
+    Returns:
+      An ``optax.GradientTransformation``; ``init`` starts both sums at zero (no penalty until
+      :func:`consolidate` installs one); ``update`` needs ``params``.
+    """
+
+    def init(params):
+        zeros = jax.tree.map(jnp.zeros_like, params)
+        return EWCState(zeros, zeros)
+
+    def update(updates, state, params=None):
+        if params is None:
+            raise ValueError("ewc needs params: call update(grads, state, params)")
+        updates = jax.tree.map(lambda g, f, b, p: g + strength * (f * p - b), updates,
+                               state.fisher, state.anchored, params)
+        return updates, state
+
+    return optax.GradientTransformation(init, update)
+
+
+def _is_ewc(x) -> bool:
+    return isinstance(x, EWCState)
+
+
+def get_ewc(opt_state: Any) -> EWCState:
+    """The (first) :class:`EWCState` inside an optimizer state."""
+    for leaf in jax.tree.leaves(opt_state, is_leaf=_is_ewc):
+        if _is_ewc(leaf):
+            return leaf
+    raise ValueError("no EWCState in this optimizer state: chain ewc() into the optimizer")
+
+
+def consolidate(opt_state: Any, fisher: Any, params: Any, decay: float = 1.0) -> Any:
+    """Adds a finished task to the penalty inside ``opt_state`` (a chain holding :func:`ewc`).
+
+    Args:
+      opt_state: the optimizer state.
+      fisher: that task's diagonal Fisher, params-shaped (:func:`diagonal_fisher`).
+      params: the parameters at the end of that task (``theta*``).
+      decay: ``gamma`` of online EWC; 1.0 keeps every earlier task at full weight (EWC).
+
+    Returns:
+      ``opt_state`` with ``fisher <- decay * fisher + F`` and
+      ``anchored <- decay * anchored + F * params``.
+    """
+    def new(state):
+        if not _is_ewc(state):
+            return state
+        return EWCState(
+            jax.tree.map(lambda a, f: decay * a + f, state.fisher, fisher),
+            jax.tree.map(lambda b, f, p: decay * b + f * p, state.anchored, fisher, params))
+
+    return jax.tree.map(new, opt_state, is_leaf=_is_ewc)
+
+
+def diagonal_fisher(loss: Callable[[Any, Any], jax.Array], params: Any, examples: Any,
+                    chunk: int = 64) -> Any:
+    """Empirical diagonal Fisher: the mean over examples of the squared gradient of ``loss``.
+
+    Args:
+      loss: ``loss(params, example) -> scalar`` for one example (e.g. the negative
+        log-likelihood of a recorded action, or one transition's TD error squared).
+      params: where to take the gradients.
+      examples: a pytree whose leaves have a leading axis ``[T, ...]``.
+      chunk: examples per vmapped gradient (bounds memory at ``chunk`` gradient copies);
+        ``T`` must be a multiple of it.
+
+    Returns:
+      A params-shaped tree: ``mean_t (d loss(params, example_t) / d params)^2``.
+    """
+    T = jax.tree.leaves(examples)[0].shape[0]
+    if T % chunk:
+        raise ValueError(f"{T} examples are not a multiple of chunk={chunk}")
+    per_example = jax.vmap(jax.grad(loss), in_axes=(None, 0))
+
+    def step(total, batch):
+        grads = per_example(params, batch)
+        return jax.tree.map(lambda t, g: t + (g**2).sum(0), total, grads), None
+
+    batches = jax.tree.map(lambda x: x.reshape(T // chunk, chunk, *x.shape[1:]), examples)
+    total, _ = jax.lax.scan(step, jax.tree.map(jnp.zeros_like, params), batches)
+    return jax.tree.map(lambda t: t / T, total)
