@@ -167,3 +167,18 @@ def test_workdir_written_before_a_field_existed_resumes_with_its_old_value(tmp_p
     assert prepare_workdir(d, tiny_config()) is True
     with pytest.raises(FileExistsError, match=r"alpha_logp: 'fresh' -> 'reuse'"):
         prepare_workdir(d, tiny_config(alpha_logp="reuse"))
+
+
+def test_fork_source_written_before_a_field_existed_is_accepted(tmp_path):
+    """``fork_from`` reads the source's config.json the same way: a missing ``alpha_logp``
+    holds the value that reproduces that run, so it forks; another value is refused."""
+    from nbsp_jax.training import check_fork_source
+
+    src = tmp_path / "src"
+    (src / "fork_point" / "checkpoints" / "0").mkdir(parents=True)
+    fields = json.loads(tiny_config().to_json_best_effort())
+    del fields["alpha_logp"]
+    (src / "config.json").write_text(json.dumps(fields))
+    assert check_fork_source(tiny_config(fork_from=str(src)))["alpha_logp"] == "fresh"
+    with pytest.raises(ValueError, match=r"alpha_logp: 'fresh' \(source\) vs 'reuse'"):
+        check_fork_source(tiny_config(fork_from=str(src), alpha_logp="reuse"))

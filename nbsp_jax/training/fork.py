@@ -16,6 +16,7 @@ from nbsp_jax.training.learner import Learner, make_learner
 from nbsp_jax.training.phase import FORK_POINT
 from nbsp_jax.training.state import DeviceState, HostState, init_run, place, restore
 from nbsp_jax.workdir.checkpoint import Checkpointer
+from nbsp_jax.workdir.results import read_config
 
 # Fields that may differ from the run a fork starts from: they act only after phase 1's
 # training (scoring, masks, replay storage, evaluation) or not on results at all.
@@ -42,8 +43,7 @@ def check_fork_source(config) -> dict:
         raise FileNotFoundError(
             f"config.fork_from={config.fork_from!r} has no fork point ({FORK_POINT}/): run it "
             "with --config.save_fork_point=True, or wait until its phase 1 has trained")
-    with open(os.path.join(src, "config.json")) as f:
-        src_fields = json.load(f)
+    src_fields = read_config(os.path.join(src, "config.json"))
     ours = json.loads(config.to_json_best_effort())
     diff = sorted(k for k in set(ours) | set(src_fields)
                   if k not in FORK_FREE and ours.get(k) != src_fields.get(k))

@@ -22,6 +22,14 @@ PRESENTATION = ("progress", "log_every_steps", "checkpoint_every_s")
 ADDED = {"alpha_logp": lambda old: "fresh" if old.get("agent") == "sac" else "reuse"}
 
 
+def read_config(path: str) -> dict:
+    """A run's ``config.json`` as a dict, with the fields of :data:`ADDED` it lacks filled in
+    with the values that reproduce it."""
+    with open(path) as f:
+        old = json.load(f)
+    return {**{k: value(old) for k, value in ADDED.items()}, **old}
+
+
 def prepare_workdir(workdir: str, config) -> bool:
     """Creates ``workdir`` and writes ``config.json``.
 
@@ -36,9 +44,7 @@ def prepare_workdir(workdir: str, config) -> bool:
     path = os.path.join(workdir, "config.json")
     new = json.loads(config.to_json_best_effort())
     if os.path.exists(path):
-        with open(path) as f:
-            old = json.load(f)
-        old = {**{k: value(old) for k, value in ADDED.items()}, **old}
+        old = read_config(path)
         diff = sorted(k for k in set(old) | set(new)
                       if k not in PRESENTATION and old.get(k) != new.get(k))
         if diff:
