@@ -75,8 +75,12 @@ def sample(buffer: ReplayBuffer, key: jax.Array, batch_size: int) -> Transition:
     Returns a :class:`Transition` with leading axis ``[batch_size]``. The buffer must hold at
     least one row; the training loop only samples after ``learning_starts`` steps.
     """
-    idx = jax.random.randint(key, (batch_size,), 0, jnp.maximum(buffer.size, 1))
-    return jax.tree.map(lambda x: x[idx], buffer.data)
+    return jax.tree.map(lambda x: x[_rows(buffer, key, (batch_size,))], buffer.data)
+
+
+def _rows(buffer: ReplayBuffer, key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+    """Row indices of ``shape``, uniform (with replacement) over the filled rows."""
+    return jax.random.randint(key, shape, 0, jnp.maximum(buffer.size, 1))
 
 
 def store_for_replay(pre: ReplayBuffer, current: ReplayBuffer, key: jax.Array,
@@ -98,7 +102,7 @@ def sampler(buffer: ReplayBuffer, batch_size: int) -> Sampler:
     (replay of earlier tasks plugs in around it, :func:`nbsp_jax.method.replay_sampler`)."""
 
     def draw(key, num_steps):
-        return jax.random.randint(key, (num_steps, batch_size), 0, jnp.maximum(buffer.size, 1))
+        return _rows(buffer, key, (num_steps, batch_size))
 
     def take(rows, step):
         return jax.tree.map(lambda x: x[rows], buffer.data)

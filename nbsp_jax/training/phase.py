@@ -206,7 +206,7 @@ class PhaseRun:
                 self.actor.refresh(self.state)
             self.state, info = self.learner.update(
                 self.state, buffer, self.device.pre, jnp.int32(self.grad_step),
-                jnp.asarray(self.episodes.active))
+                self.episodes.active)  # host bools: the learner picks its update by them
             self.grad_step += self.dom.updates_per_chunk()
             info, at = self.actor.swap(info, self.steps) if self.actor else (info, self.steps)
             if info is not None:
