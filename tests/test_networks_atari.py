@@ -17,11 +17,13 @@ IMPLS = [i for i in na.CONV_IMPLS if i not in ("xla", "auto")]  # auto: s2d or x
 # (convs, frame size): the Nature CNN on its smallest frame (conv0 output 8x8 in 2x2 blocks
 # for conv1); conv0 output in blocks of 2 then an odd map; a stride that does not divide the
 # kernel (im2col fallback); an output the next stride does not divide (no blocks).
+# The last two (edge cases of the block layout) run in the slow tier only: compiling the
+# conv gradients is most of this file's time.
 CASES = [
     (na.NATURE_CNN, 36),
     (((6, 4, 2), (5, 4, 2), (4, 3, 1)), 22),
-    (((6, 3, 2), (5, 3, 1)), 15),
-    (((6, 4, 2), (5, 2, 2)), 20),
+    pytest.param(((6, 3, 2), (5, 3, 1)), 15, marks=pytest.mark.slow),
+    pytest.param(((6, 4, 2), (5, 2, 2)), 20, marks=pytest.mark.slow),
 ]
 
 
@@ -66,7 +68,8 @@ def test_same_parameters_outputs_gradients_and_records(impl, convs, size):
 
 
 @pytest.mark.parametrize("method", ["s2d", "im2col"])
-@pytest.mark.parametrize("k,s,size,out_block", [(4, 2, 12, 1), (4, 2, 14, 2), (3, 2, 11, 1)])
+@pytest.mark.parametrize("k,s,size,out_block", [
+    (4, 2, 12, 1), pytest.param(4, 2, 14, 2, marks=pytest.mark.slow), (3, 2, 11, 1)])
 def test_matmul_conv_layer_matches_relu_conv_with_input_gradient(method, k, s, size, out_block):
     """One layer on float NHWC input with leading batch dims: output, the full captured
     output map, and the gradients of kernel, bias and input."""
@@ -89,6 +92,7 @@ def test_matmul_conv_layer_matches_relu_conv_with_input_gradient(method, k, s, s
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow  # the Nature CNN's gradients, vmapped and scanned: ~5 s to compile
 def test_gradients_under_vmap_and_scan_match():
     """The training loop takes gradients inside lax.scan, vmapped over seeds."""
     ref, net = _nets(na.NATURE_CNN, "s2d")
