@@ -15,7 +15,8 @@ AGENTS = ("sac", "sac_atari")
 def base_config() -> ml_collections.ConfigDict:
     """Continuous SAC on Meta-World with the paper's values (Table 6, SPEC section 1)."""
     c = ml_collections.ConfigDict()
-    for fields in (_run_fields, _agent_fields, _nbsp_fields, _loop_fields):
+    for fields in (_run_fields, _agent_fields, _nbsp_fields, _baseline_fields,
+                   _loop_fields):
         fields(c)
     return c
 
@@ -55,6 +56,11 @@ def _agent_fields(c: ml_collections.ConfigDict) -> None:
     """The SAC agents: networks, hyper-parameters, update cadence (Atari fields too)."""
     # Hidden layer widths of actor and critics (SPEC: [768, 768, 768]).
     c.hidden = (768, 768, 768)
+    # Hidden-layer activation: 'relu', or 'crelu' (Abbas et al. 2023, a baseline of Table 1:
+    # [relu(z), relu(-z)]; every hidden layer of actor and critics, on Atari the dense ones).
+    # With 'crelu' a layer of `hidden` h has round(h / sqrt(2)) units emitting 2 features
+    # each, so the parameter count stays ReLU's (networks.hidden_widths); a unit is a neuron.
+    c.activation = "relu"
     c.batch_size = 256
     c.policy_lr = 3e-4
     c.q_lr = 1e-3
@@ -128,6 +134,20 @@ def _nbsp_fields(c: ml_collections.ConfigDict) -> None:
     c.replay_store_size = 100_000
     # Every k-th gradient step samples from the earlier-task buffer (Eq. 8, Table 6: k = 10).
     c.replay_interval = 10
+
+
+def _baseline_fields(c: ml_collections.ConfigDict) -> None:
+    """The baselines of the paper's Table 1 (``config.method``; appendix C.1)."""
+    # --- EWC (method='ewc'; Kirkpatrick et al. 2017, nbsp_jax.method.ewc) ---
+    # Penalty strength lambda on the actor; Continual World's (Wolczyk et al. 2021) SAC value
+    # for EWC on Meta-World (cl_reg_coef = 1e4).
+    c.ewc_lambda = 1e4
+    # Penalty strength on the critics; 0 follows Continual World's default of regularising
+    # the actor only (regularize_critic=False). The critics' Fisher is estimated either way.
+    c.ewc_critic_lambda = 0.0
+    # Online EWC (Schwarz et al. 2018): earlier tasks' terms are scaled by this at each new
+    # task; 1.0 is EWC, every task at full weight.
+    c.ewc_decay = 1.0
 
 
 def _loop_fields(c: ml_collections.ConfigDict) -> None:
@@ -328,6 +348,11 @@ def validate(c: ml_collections.ConfigDict) -> None:
         raise ValueError(f"config.checkpoint_every_s must be > 0, got {c.checkpoint_every_s!r}")
     if not 0.0 <= c.mask_alpha <= 1.0:
         raise ValueError(f"config.mask_alpha must lie in [0, 1], got {c.mask_alpha!r}")
+    for name in ("ewc_lambda", "ewc_critic_lambda"):
+        if not c[name] >= 0:
+            raise ValueError(f"config.{name} must be >= 0, got {c[name]!r}")
+    if not 0.0 < c.ewc_decay <= 1.0:
+        raise ValueError(f"config.ewc_decay must lie in (0, 1], got {c.ewc_decay!r}")
     if isinstance(c.tasks, str) or len(c.tasks) == 0:
         raise ValueError(f"config.tasks must be a non-empty tuple of task names, got {c.tasks!r}")
     if len(c.hidden) == 0 or any(not isinstance(h, int) or h <= 0 for h in c.hidden):
@@ -362,10 +387,11 @@ def _check_choices(c: ml_collections.ConfigDict) -> None:
         SCORE_WINDOWS,
         SELECTORS,
     )
+    from nbsp_jax.networks import ACTIVATIONS
 
     for name, choices in (("method", tuple(METHODS)), ("selector", SELECTORS),
                           ("seed_axis", ("vmap", "map")), ("act_on", ("learner", "host")),
-                          ("alpha_logp", ("fresh", "reuse")),
+                          ("alpha_logp", ("fresh", "reuse")), ("activation", ACTIVATIONS),
                           ("constant_neurons", ("paper", "neutral")),
                           ("mask_placement", MASK_PLACEMENTS), ("score_window", SCORE_WINDOWS),
                           ("mask_target", MASK_TARGETS), ("mask_policy", MASK_POLICIES)):

@@ -50,8 +50,15 @@ def test_diagonal_fisher_is_the_mean_squared_per_example_gradient():
     f = diagonal_fisher(lambda p, x: 0.5 * jnp.dot(p, x) ** 2, theta, xs, chunk=2)
     # theta . x = 1, -2, -1, 0 -> gradients [1,0], [0,-2], [-1,-1], [0,0]; squares' mean:
     np.testing.assert_allclose(f, [(1 + 0 + 1 + 0) / 4, (0 + 4 + 1 + 0) / 4])
-    with pytest.raises(ValueError, match="multiple of chunk=3"):
-        diagonal_fisher(lambda p, x: 0.5 * jnp.dot(p, x) ** 2, theta, xs, chunk=3)
+    # 4 examples in chunks of 3: the padding rows weigh nothing.
+    f3 = diagonal_fisher(lambda p, x: 0.5 * jnp.dot(p, x) ** 2, theta, xs, chunk=3)
+    np.testing.assert_allclose(f3, [0.5, 1.25], rtol=1e-6)
+    # Weights [1, 0, 3, 0]: (1*[1,0] + 3*[1,1]) / 4.
+    fw = diagonal_fisher(lambda p, x: 0.5 * jnp.dot(p, x) ** 2, theta, xs, chunk=3,
+                         weights=jnp.array([1.0, 0.0, 3.0, 0.0]))
+    np.testing.assert_allclose(fw, [1.0, 0.75], rtol=1e-6)
+    with pytest.raises(ValueError, match=r"weights have shape \(3,\); expected \(4,\)"):
+        diagonal_fisher(lambda p, x: 0.5 * jnp.dot(p, x) ** 2, theta, xs, weights=jnp.ones(3))
 
 
 def test_consolidation_changes_values_not_shapes_jit_and_vmap():

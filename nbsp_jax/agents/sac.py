@@ -66,6 +66,7 @@ def make_sac(
     actor_opt: optax.GradientTransformation | None = None,
     q_opt: optax.GradientTransformation | None = None,
     alpha_logp: str = "fresh",
+    activation: str = "relu",
 ) -> SAC:
     """Builds the static agent description; defaults are CleanRL's.
 
@@ -73,13 +74,15 @@ def make_sac(
     ``optax.chain(optax.adam(lr), masked_scale())`` for NBSP). ``alpha_logp`` is where the
     temperature loss takes its log-probabilities: ``'fresh'`` (CleanRL) samples the updated
     actor again; ``'reuse'`` (SBX) takes the actor step's, before its update, one actor
-    forward pass fewer per actor step (3-6 % of the update's FLOPs).
+    forward pass fewer per actor step (3-6 % of the update's FLOPs). ``activation`` is
+    ``'relu'`` or ``'crelu'`` for every hidden layer (``hidden`` are then units, each
+    emitting two features; see :func:`nbsp_jax.networks.hidden_widths`).
     """
     if alpha_logp not in ALPHA_LOGP:
         raise ValueError(f"unknown alpha_logp {alpha_logp!r}; valid choices: {ALPHA_LOGP}")
     return SAC(
-        actor=GaussianActor(action_dim, tuple(hidden)),
-        critic=QNetwork(tuple(hidden)),
+        actor=GaussianActor(action_dim, tuple(hidden), activation),
+        critic=QNetwork(tuple(hidden), activation),
         actor_opt=actor_opt or optax.adam(policy_lr),
         q_opt=q_opt or optax.adam(q_lr),
         alpha_opt=optax.adam(q_lr),
@@ -138,6 +141,37 @@ def deterministic_action(agent: SAC, actor_params: dict, obs: jax.Array) -> jax.
     """The squashed mean action ``tanh(mean)``, ``[..., action_dim]`` (evaluation)."""
     mean, _ = agent.actor.apply(actor_params, obs)
     return jnp.tanh(mean)
+
+
+def fisher_log_prob(agent: SAC, actor_params: dict, obs: jax.Array,
+                    noise: jax.Array) -> jax.Array:
+    """``log pi(a | s)`` of an action the current policy draws with ``noise``, the action held
+    fixed: its gradient is a sample of the policy's Fisher score (EWC).
+
+    Args:
+      obs: ``[..., obs_dim]``; noise: standard normal ``[..., action_dim]``.
+
+    Returns:
+      ``[...]``. The tanh correction does not depend on the parameters once the action is
+      fixed, so only the Gaussian density of the pre-squash sample is kept.
+    """
+    mean, log_std = agent.actor.apply(actor_params, obs)
+    x = jax.lax.stop_gradient(mean + jnp.exp(log_std) * noise)
+    z = (x - mean) * jnp.exp(-log_std)
+    return (-0.5 * z**2 - log_std - 0.5 * jnp.log(2 * jnp.pi)).sum(-1)
+
+
+def fisher_noise(agent: SAC, key: jax.Array, n: int) -> jax.Array:
+    """Noise for :func:`fisher_log_prob`: standard normal ``[n, action_dim]``."""
+    return jax.random.normal(key, (n, agent.action_dim))
+
+
+def q_taken(agent: SAC, q: dict, obs: jax.Array, action: jax.Array) -> jax.Array:
+    """``Q1(s, a) + Q2(s, a)`` ``[...]``: the critics' outputs whose gradient (one network's
+    per parameter, the two share none) gives their Fisher under a unit-variance Gaussian
+    model of the return (EWC)."""
+    q1, q2 = _twin_q(agent, q, obs, action)
+    return q1 + q2
 
 
 def _twin_q(agent: SAC, q: dict, obs: jax.Array, action: jax.Array) -> tuple[jax.Array, jax.Array]:

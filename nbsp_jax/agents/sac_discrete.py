@@ -115,6 +115,7 @@ def make_sac_discrete(
     convs: Sequence[tuple[int, int, int]] = NATURE_CNN,
     conv_impl: str = "auto",
     action_reduction: str = "mean",
+    activation: str = "relu",
 ) -> SACDiscrete:
     """Builds the static agent; defaults are the paper's (lr 1e-4, hidden 768x2) and CleanRL's.
 
@@ -129,10 +130,13 @@ def make_sac_discrete(
       convs, conv_impl: trunk layout and conv implementation (see :mod:`networks_atari`).
       action_reduction: ``'mean'`` (CleanRL) or ``'sum'`` over actions in the actor and
         temperature losses; see the module docstring.
+      activation: of the dense hidden layers, ``'relu'`` or ``'crelu'`` (``hidden`` are then
+        units, each emitting two features; see :func:`nbsp_jax.networks.hidden_widths`).
     """
     if action_reduction not in ACTION_REDUCTIONS:
         raise ValueError(f"action_reduction must be one of {ACTION_REDUCTIONS}")
-    net = dict(hidden=tuple(hidden), convs=tuple(tuple(c) for c in convs), conv_impl=conv_impl)
+    net = dict(hidden=tuple(hidden), convs=tuple(tuple(c) for c in convs), conv_impl=conv_impl,
+               activation=activation)
     return SACDiscrete(
         actor=DiscreteActor(num_actions, **net),
         critic=DiscreteQ(num_actions, **net),
@@ -175,6 +179,36 @@ def sample_action(
 def greedy_action(agent: SACDiscrete, actor_params: dict, obs: jax.Array) -> jax.Array:
     """The most probable action, int32 ``[B]`` (evaluation)."""
     return jnp.argmax(agent.actor.apply(actor_params, obs), axis=-1).astype(jnp.int32)
+
+
+def fisher_log_prob(agent: SACDiscrete, actor_params: dict, obs: jax.Array,
+                    noise: jax.Array) -> jax.Array:
+    """``log pi(a | s)`` of an action drawn from the current policy with Gumbel ``noise``
+    (``argmax(logits + noise)``), the action held fixed: a sample of the Fisher score (EWC).
+
+    Args:
+      obs: uint8 ``[B, *obs_shape]``; noise: standard Gumbel ``[B, num_actions]``.
+
+    Returns:
+      ``[B]``.
+    """
+    logits = agent.actor.apply(actor_params, obs)
+    a = jnp.argmax(jax.lax.stop_gradient(logits) + noise, axis=-1)
+    logp = jax.nn.log_softmax(logits, axis=-1)
+    return jnp.take_along_axis(logp, a[..., None], axis=-1)[..., 0]
+
+
+def fisher_noise(agent: SACDiscrete, key: jax.Array, n: int) -> jax.Array:
+    """Noise for :func:`fisher_log_prob`: standard Gumbel ``[n, num_actions]``."""
+    return jax.random.gumbel(key, (n, agent.num_actions))
+
+
+def q_taken(agent: SACDiscrete, q: dict, obs: jax.Array, action: jax.Array) -> jax.Array:
+    """``Q1(s)[a] + Q2(s)[a]`` ``[B]`` for int actions ``[B]`` (EWC's critic Fisher)."""
+    a = action.astype(jnp.int32)[..., None]
+    q1 = jnp.take_along_axis(agent.critic.apply(q["qf1"], obs), a, axis=-1)[..., 0]
+    q2 = jnp.take_along_axis(agent.critic.apply(q["qf2"], obs), a, axis=-1)[..., 0]
+    return q1 + q2
 
 
 def _reduce(agent: SACDiscrete, x: jax.Array) -> jax.Array:

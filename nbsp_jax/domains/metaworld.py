@@ -12,6 +12,7 @@ from nbsp_jax.agents import sac
 from nbsp_jax.buffers import transitions
 from nbsp_jax.envs.metaworld import ACTION_DIM, BACKENDS, OBS_DIM, SeedVecEnv, check_task
 from nbsp_jax.layout import seed_major
+from nbsp_jax.networks import hidden_widths
 from nbsp_jax.types import Step, Transition
 
 
@@ -50,7 +51,8 @@ class MetaWorld:
     def make_agent(self, actor_opt, q_opt) -> sac.SAC:
         c = self.config
         return sac.make_sac(
-            OBS_DIM, ACTION_DIM, hidden=c.hidden, policy_lr=c.policy_lr, q_lr=c.q_lr,
+            OBS_DIM, ACTION_DIM, hidden=hidden_widths(c.hidden, c.activation),
+            activation=c.activation, policy_lr=c.policy_lr, q_lr=c.q_lr,
             gamma=c.gamma, tau=c.tau, policy_frequency=c.policy_frequency,
             batch_size=c.batch_size, actor_opt=actor_opt, q_opt=q_opt,
             alpha_logp=c.alpha_logp,

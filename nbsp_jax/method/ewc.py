@@ -99,29 +99,47 @@ def consolidate(opt_state: Any, fisher: Any, params: Any, decay: float = 1.0) ->
 
 
 def diagonal_fisher(loss: Callable[[Any, Any], jax.Array], params: Any, examples: Any,
-                    chunk: int = 64) -> Any:
-    """Empirical diagonal Fisher: the mean over examples of the squared gradient of ``loss``.
+                    chunk: int = 64, weights: jax.Array | None = None) -> Any:
+    """Empirical diagonal Fisher: the (weighted) mean over examples of the squared gradient of
+    ``loss``.
 
     Args:
       loss: ``loss(params, example) -> scalar`` for one example (e.g. the negative
-        log-likelihood of a recorded action, or one transition's TD error squared).
+        log-likelihood of an action, or one transition's TD error squared).
       params: where to take the gradients.
       examples: a pytree whose leaves have a leading axis ``[T, ...]``.
-      chunk: examples per vmapped gradient (bounds memory at ``chunk`` gradient copies);
-        ``T`` must be a multiple of it.
+      chunk: examples per vmapped gradient (bounds memory at ``chunk`` gradient copies). When
+        ``T`` is not a multiple of it, the examples are padded with zero-weight copies.
+      weights: optional ``[T]`` non-negative weights (e.g. 0 for the unfilled rows of a
+        record); None weighs every example 1.
 
     Returns:
-      A params-shaped tree: ``mean_t (d loss(params, example_t) / d params)^2``.
+      A params-shaped tree: ``sum_t w_t (d loss(params, example_t) / d params)^2 / sum_t w_t``
+      (zeros when every weight is 0).
     """
     T = jax.tree.leaves(examples)[0].shape[0]
-    if T % chunk:
-        raise ValueError(f"{T} examples are not a multiple of chunk={chunk}")
+    if chunk < 1:
+        raise ValueError(f"chunk must be >= 1, got {chunk}")
+    w = jnp.ones((T,), jnp.float32) if weights is None else jnp.asarray(weights, jnp.float32)
+    if w.shape != (T,):
+        raise ValueError(f"weights have shape {w.shape}; expected ({T},) like the examples")
+    pad = -T % chunk
+    if pad:  # zero-weight copies of the first example fill the last chunk
+        examples = jax.tree.map(
+            lambda x: jnp.concatenate([x, jnp.broadcast_to(x[:1], (pad, *x.shape[1:]))]),
+            examples)
+        w = jnp.concatenate([w, jnp.zeros((pad,), w.dtype)])
+    n = (T + pad) // chunk
     per_example = jax.vmap(jax.grad(loss), in_axes=(None, 0))
 
-    def step(total, batch):
+    def step(total, xs):
+        batch, wb = xs
         grads = per_example(params, batch)
-        return jax.tree.map(lambda t, g: t + (g**2).sum(0), total, grads), None
+        return jax.tree.map(
+            lambda t, g: t + jnp.tensordot(wb, g**2, axes=1).astype(t.dtype), total, grads), None
 
-    batches = jax.tree.map(lambda x: x.reshape(T // chunk, chunk, *x.shape[1:]), examples)
-    total, _ = jax.lax.scan(step, jax.tree.map(jnp.zeros_like, params), batches)
-    return jax.tree.map(lambda t: t / T, total)
+    batches = jax.tree.map(lambda x: x.reshape(n, chunk, *x.shape[1:]), examples)
+    total, _ = jax.lax.scan(step, jax.tree.map(jnp.zeros_like, params),
+                            (batches, w.reshape(n, chunk)))
+    norm = jnp.maximum(w.sum(), 1e-12)
+    return jax.tree.map(lambda t: t / norm, total)

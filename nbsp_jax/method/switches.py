@@ -11,6 +11,7 @@ method         masks  replay  mask values
 ``mask_only``  yes    no      alpha * (1 - score)
 ``nbsp``       yes    yes     alpha * (1 - score)
 ``nbsp_hard``  yes    yes     0
+``ewc``        no     no      -  (baseline: EWC's penalty, :mod:`nbsp_jax.method.ewc`)
 =============  =====  ======  ===========
 """
 
@@ -31,6 +32,7 @@ class MethodSpec(NamedTuple):
     masks: bool
     replay: bool
     hard: bool
+    ewc: bool = False  # EWC's penalty in both optimizers, consolidated at each task's end
 
 
 METHODS = {
@@ -39,6 +41,7 @@ METHODS = {
     "mask_only": MethodSpec(True, False, False),
     "nbsp": MethodSpec(True, True, False),
     "nbsp_hard": MethodSpec(True, True, True),
+    "ewc": MethodSpec(False, False, False, ewc=True),
 }
 
 

@@ -17,7 +17,7 @@ import flax.traverse_util
 import jax
 import jax.numpy as jnp
 
-from nbsp_jax.networks.layers import ReLUConv, ReLUDense
+from nbsp_jax.networks.layers import CReLUDense, ReLUConv, ReLUDense
 
 
 def channel_mean(act: jax.Array) -> jax.Array:
@@ -29,7 +29,7 @@ def channel_mean(act: jax.Array) -> jax.Array:
 
 
 def _is_candidate(module: nn.Module, method_name: str) -> bool:
-    return isinstance(module, ReLUDense | ReLUConv) and method_name == "__call__"
+    return isinstance(module, ReLUDense | CReLUDense | ReLUConv) and method_name == "__call__"
 
 
 def record(module: nn.Module, params, *inputs) -> tuple[jax.Array, dict]:
@@ -45,13 +45,25 @@ def record(module: nn.Module, params, *inputs) -> tuple[jax.Array, dict]:
       *inputs: the module's inputs, each with leading batch dims ``[T, ...]``.
 
     Returns:
-      The module's output and a flat dict ``{layer_path: [T, features]}`` of post-ReLU
-      activations (channel means for conv layers); ``layer_path`` is the module path joined
-      by ``/`` (e.g. ``'fc0'``), the same path as the layer's parameters.
+      The module's output and a flat dict ``{layer_path: [T, units]}`` of post-ReLU
+      activations (channel means for conv layers, ``|z|`` for CReLU); ``layer_path`` is the
+      module path joined by ``/`` (e.g. ``'fc0'``), the same path as the layer's parameters.
     """
     out, state = module.apply(params, *inputs, capture_intermediates=_is_candidate)
     flat = flax.traverse_util.flatten_dict(state["intermediates"], sep="/")
     # Keys end in '/__call__'. ReLUDense.__call__ calls Dense.__call__ on the same module, so
     # each tuple holds (pre-ReLU, post-ReLU) in call-completion order: the last is ours.
     acts = {k.rsplit("/", 1)[0]: v[-1] for k, v in flat.items()}
-    return out, {k: channel_mean(v) if v.ndim > 2 else v for k, v in acts.items()}
+    kernels = flax.traverse_util.flatten_dict(params["params"], sep="/")
+    return out, {k: _per_unit(v, kernels[f"{k}/kernel"].shape[-1]) for k, v in acts.items()}
+
+
+def _per_unit(act: jax.Array, units: int) -> jax.Array:
+    """One activation per unit ``[T, units]``: conv channels as spatial means; a CReLU
+    layer's pairs ``[relu(z), relu(-z)]`` (twice as many outputs as kernel columns, which a
+    ReLU layer never has) as their sum ``|z|``."""
+    if act.ndim > 2:
+        return channel_mean(act)
+    if act.shape[-1] == 2 * units:
+        return act[..., :units] + act[..., units:]
+    return act

@@ -29,10 +29,11 @@ class GaussianActor(nn.Module):
 
     action_dim: int
     hidden: Sequence[int]
+    activation: str = "relu"  # or 'crelu' (networks.layers.ACTIVATIONS)
 
     @nn.compact
     def __call__(self, obs: jax.Array) -> tuple[jax.Array, jax.Array]:
-        x = relu_stack(obs, self.hidden)
+        x = relu_stack(obs, self.hidden, self.activation)
         mean = nn.Dense(self.action_dim, name="mean")(x)
         log_std = jnp.tanh(nn.Dense(self.action_dim, name="log_std")(x))
         log_std = LOG_STD_MIN + 0.5 * (LOG_STD_MAX - LOG_STD_MIN) * (log_std + 1.0)
@@ -43,8 +44,9 @@ class QNetwork(nn.Module):
     """``Q(s, a)``: concat -> ReLU MLP (``fc{i}``) -> ``out``. Returns ``[...]``."""
 
     hidden: Sequence[int]
+    activation: str = "relu"
 
     @nn.compact
     def __call__(self, obs: jax.Array, action: jax.Array) -> jax.Array:
-        x = relu_stack(jnp.concatenate([obs, action], axis=-1), self.hidden)
+        x = relu_stack(jnp.concatenate([obs, action], axis=-1), self.hidden, self.activation)
         return nn.Dense(1, name="out")(x)[..., 0]

@@ -34,7 +34,7 @@ import jax
 import jax.numpy as jnp
 
 from nbsp_jax.networks.conv_matmul import ReLUConvMatmul, resolve_conv_impl
-from nbsp_jax.networks.layers import ReLUConv, ReLUDense
+from nbsp_jax.networks.layers import ReLUConv, dense_layer
 
 # CleanRL sac_atari ``layer_init``: torch.nn.init.kaiming_normal_ (fan_in, gain sqrt(2)).
 KAIMING_NORMAL = nn.initializers.variance_scaling(2.0, "fan_in", "normal")
@@ -54,6 +54,7 @@ def _nature_trunk(
     hidden: Sequence[int],
     conv_impl: str,
     kernel_init: Callable,
+    activation: str = "relu",
 ) -> jax.Array:
     """conv0.., flatten, fc0..; call from inside a compact method (names at top level)."""
     conv_impl = resolve_conv_impl(conv_impl)
@@ -76,8 +77,9 @@ def _nature_trunk(
                 name=f"conv{i}", method=conv_impl, out_block=out_block, **first,
             )(x)
     x = x.reshape(*x.shape[:-3], -1)
+    dense = dense_layer(activation)  # CReLU acts on the dense layers; convs keep ReLU
     for i, features in enumerate(hidden):
-        x = ReLUDense(features, kernel_init=kernel_init, name=f"fc{i}")(x)
+        x = dense(features, kernel_init=kernel_init, name=f"fc{i}")(x)
     return x
 
 
@@ -90,10 +92,12 @@ class _TrunkHead(nn.Module):
     convs: Sequence[tuple[int, int, int]] = NATURE_CNN
     conv_impl: str = "auto"
     kernel_init: Callable = KAIMING_NORMAL
+    activation: str = "relu"  # of the dense layers (networks.layers.ACTIVATIONS)
 
     @nn.compact
     def __call__(self, obs: jax.Array) -> jax.Array:
-        x = _nature_trunk(obs, self.convs, self.hidden, self.conv_impl, self.kernel_init)
+        x = _nature_trunk(obs, self.convs, self.hidden, self.conv_impl, self.kernel_init,
+                          self.activation)
         return nn.Dense(self.num_actions, kernel_init=self.kernel_init, name="out")(x)
 
 

@@ -11,7 +11,7 @@ import shutil
 import jax
 import ml_collections
 
-from nbsp_jax.method import MaskedScaleState
+from nbsp_jax.method import EWCState, MaskedScaleState
 from nbsp_jax.training.learner import Learner, make_learner
 from nbsp_jax.training.phase import FORK_POINT
 from nbsp_jax.training.state import DeviceState, HostState, init_run, place, restore
@@ -23,7 +23,8 @@ from nbsp_jax.workdir.results import read_config
 FORK_FREE = ("method", "selector", "mask_target", "mask_policy", "mask_placement", "mask_alpha",
              "skill_proportion", "constant_neurons", "replay_store_size", "replay_interval",
              "fork_from", "save_fork_point", "save_score_record", "eval_episodes", "progress",
-             "checkpoint_every_s", "log_every_steps")
+             "checkpoint_every_s", "log_every_steps", "ewc_lambda", "ewc_critic_lambda",
+             "ewc_decay")
 
 
 def check_fork_source(config) -> dict:
@@ -80,22 +81,29 @@ def fork(config, learner: Learner, template: DeviceState, num_phases: int,
 
 def graft_state(src, target):
     """``src``'s learner state in the structure of ``target``'s: the same parameters and keys;
-    each optimizer state is ``src``'s, with ``masked_scale``'s state added (all-ones masks, as
+    each optimizer state is ``src``'s Adam state, with the method's own states
+    (``masked_scale``'s, EWC's) taken fresh from ``target`` (all-ones masks, no penalty, as
     before any task ended) or dropped where the two methods' optimizer chains differ."""
+    def added(x) -> bool:
+        return isinstance(x, (MaskedScaleState, EWCState))
+
+    def core(x):
+        """The optimizer state without the method's states (the domain's Adam)."""
+        if isinstance(x, tuple) and any(added(y) for y in x):
+            (inner,) = [y for y in x if not added(y)]
+            return inner
+        return x
+
     def graft(a, b):
         if jax.tree.structure(a) == jax.tree.structure(b):
             return a
-        inner = lambda x: [y for y in x if not isinstance(y, MaskedScaleState)]
-        if isinstance(b, tuple) and any(isinstance(y, MaskedScaleState) for y in b):
-            core = a  # b = chain(adam, masked_scale) or chain(masked_scale, adam)
-            if isinstance(a, tuple) and any(isinstance(y, MaskedScaleState) for y in a):
-                (core,) = inner(a)
-            return tuple(y if isinstance(y, MaskedScaleState) else core for y in b)
-        if isinstance(a, tuple) and any(isinstance(y, MaskedScaleState) for y in a):
-            (core,) = inner(a)
-            return graft(core, b)
-        raise ValueError("graft_state: optimizer states differ in more than masked_scale: "
-                         f"{jax.tree.structure(a)} vs {jax.tree.structure(b)}")
+        adam = core(a)
+        if isinstance(b, tuple) and any(added(y) for y in b):
+            return tuple(y if added(y) else adam for y in b)
+        if jax.tree.structure(adam) == jax.tree.structure(b):
+            return adam
+        raise ValueError("graft_state: optimizer states differ in more than the method's "
+                         f"states: {jax.tree.structure(a)} vs {jax.tree.structure(b)}")
 
     opt = type(target.opt)(*(graft(a, b) for a, b in zip(src.opt, target.opt, strict=True)))
     return target._replace(params=src.params, opt=opt, key=src.key)

@@ -131,11 +131,14 @@ def run_mesh(config) -> jax.sharding.Mesh | None:
     return mesh
 
 
-def optimizer(config, domain: Domain, spec: method.MethodSpec,
-              lr: float) -> optax.GradientTransformation | None:
-    """A masking method's optimizer (None: the domain's plain Adam): ``masked_scale`` after
+def optimizer(config, domain: Domain, spec: method.MethodSpec, lr: float,
+              ewc_strength: float = 0.0) -> optax.GradientTransformation | None:
+    """A method's optimizer (None: the domain's plain Adam). Masking: ``masked_scale`` after
     Adam (``mask_placement='update'``: it scales Adam's step, Algorithm 2 line 13) or before it
-    (``'gradient'``: a literal port that scales the gradient Adam sees)."""
+    (``'gradient'``: a literal port that scales the gradient Adam sees). EWC: its penalty
+    gradient (strength ``ewc_strength``) added before Adam, as a term of the loss."""
+    if spec.ewc:
+        return optax.chain(method.ewc(ewc_strength), domain.adam(lr))
     if not spec.masks:
         return None
     if config.mask_placement == "gradient":
@@ -156,9 +159,54 @@ def end_of_task(config, domain: Domain, agent, spec: method.MethodSpec):
                                           config.mask_alpha, spec.hard)
         if spec.masks:
             state = method.install_masks(state, masks, config.mask_target, config.mask_policy)
+        if spec.ewc:
+            state = consolidate_task(config, domain, agent, state, obs, action, valid, key)
         return EndOfTask(state, scores, masks, skill, constant)
 
     return end_task
+
+
+# Per-example gradients held at once when estimating a Fisher (floats, ~64 MB).
+FISHER_FLOATS = 1 << 24
+
+
+def consolidate_task(config, domain: Domain, agent, state, obs, action, valid, key):
+    """EWC at a task's end, one seed: the diagonal Fishers of the actor (score of
+    ``log pi(a|s)`` for an action the end-of-task policy draws on each recorded state) and of
+    the critics (gradient of ``Q(s, a)`` at the recorded action: a unit-variance Gaussian
+    model of the return), over the valid recorded rows, added to each optimizer's
+    :class:`nbsp_jax.method.EWCState` with the end-of-task parameters as anchors.
+
+    Args:
+      obs, action: ``[T, ...]`` recorded steps; valid: ``[T]`` bool; key: PRNG key.
+
+    Returns:
+      The state with both optimizers' penalties consolidated (``config.ewc_decay``).
+    """
+    mod, p = domain.agent_module, state.params
+    T = valid.shape[0]
+    noise = mod.fisher_noise(agent, jax.random.fold_in(key, 7), T)
+    one = lambda x: x[None]  # the networks take a batch axis
+
+    def actor_nll(actor, ex):
+        o, n = ex
+        return -mod.fisher_log_prob(agent, actor, one(o), one(n))[0]
+
+    def critic_out(q, ex):
+        o, a = ex
+        return mod.q_taken(agent, q, one(o), one(a))[0]
+
+    def fisher(loss, params, examples):
+        size = sum(x.size for x in jax.tree.leaves(params))
+        chunk = int(max(1, min(256, FISHER_FLOATS // size)))
+        return method.diagonal_fisher(loss, params, examples, chunk, valid.astype(jnp.float32))
+
+    f_actor = fisher(actor_nll, p.actor, (obs, noise))
+    f_q = fisher(critic_out, p.q, (obs, action))
+    opt = state.opt._replace(
+        actor=method.consolidate(state.opt.actor, f_actor, p.actor, config.ewc_decay),
+        q=method.consolidate(state.opt.q, f_q, p.q, config.ewc_decay))
+    return state._replace(opt=opt)
 
 
 def make_learner(config: ml_collections.ConfigDict,
@@ -171,8 +219,9 @@ def make_learner(config: ml_collections.ConfigDict,
     spec = method.method_spec(config.method)
     domain = get_domain(config)
     actor = actor_device(config)
-    agent = domain.make_agent(optimizer(config, domain, spec, config.policy_lr),
-                              optimizer(config, domain, spec, config.q_lr))
+    agent = domain.make_agent(
+        optimizer(config, domain, spec, config.policy_lr, config.ewc_lambda),
+        optimizer(config, domain, spec, config.q_lr, config.ewc_critic_lambda))
     num_updates = domain.updates_per_chunk()
 
     def seeded(fn, in_axes):

@@ -1,0 +1,191 @@
+"""The baselines of Table 1 as methods of the training loop: EWC's end-of-task Fisher against
+closed forms, its penalty through a two-task cycle, the CLI on Meta-World and Atari."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import traverse_util
+
+from nbsp_jax import method, training
+from nbsp_jax.agents import sac, sac_discrete
+from nbsp_jax.domains import metaworld as metaworld_domain
+from nbsp_jax.training.learner import consolidate_task
+from tests.conftest import tiny_config
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class _Config:
+    ewc_decay = 1.0
+
+
+def _ewc_agent(obs_dim=3, action_dim=2):
+    opt = optax.chain(method.ewc(1.0), optax.adam(1e-3))
+    return sac.make_sac(obs_dim, action_dim, hidden=(8,), actor_opt=opt, q_opt=opt)
+
+
+def test_ewc_fisher_of_a_task_matches_the_gaussian_closed_form():
+    """On one state repeated, the actor's Fisher for the mean head's bias is 1 / sigma^2 and
+    for the log-std head's bias 2 (d log_std / d b)^2 (the Gaussian's Fisher of mu and of
+    log sigma); the critics' Fisher for each output bias is exactly 1; invalid rows (another
+    state) count for nothing; the anchors are F * theta at the end of the task."""
+    agent = _ewc_agent()
+    state = sac.init_state(agent, jax.random.key(0))
+    T = 8192
+    s0 = jnp.array([0.3, -0.2, 0.5])
+    valid = jnp.arange(T) % 4 != 3  # a quarter of the rows invalid, at another state
+    obs = jnp.where(valid[:, None], s0, 50.0)
+    action = jnp.tile(jnp.array([0.1, -0.4]), (T, 1))
+    new = consolidate_task(_Config(), metaworld_domain.MetaWorld, agent, state, obs, action,
+                           valid, jax.random.key(1))
+    fa = method.get_ewc(new.opt.actor)
+    mean, log_std = agent.actor.apply(state.params.actor, s0[None])
+    sigma = np.exp(np.asarray(log_std[0]))
+    np.testing.assert_allclose(fa.fisher["params"]["mean"]["bias"], 1 / sigma**2, rtol=0.06)
+    # d log_std / d b of the tanh-squashed head, by hand: 0.5 (max - min) (1 - tanh^2).
+    raw = np.arctanh((np.asarray(log_std[0]) + 5.0) / 3.5 - 1.0)
+    dls = 0.5 * 7.0 * (1 - np.tanh(raw) ** 2)
+    np.testing.assert_allclose(fa.fisher["params"]["log_std"]["bias"], 2 * dls**2, rtol=0.06)
+    fq = method.get_ewc(new.opt.q)
+    for net in ("qf1", "qf2"):
+        np.testing.assert_allclose(fq.fisher[net]["params"]["out"]["bias"], [1.0], rtol=1e-6)
+    flat = lambda t: traverse_util.flatten_dict(t)
+    for f, a, p in ((fa.fisher, fa.anchored, state.params.actor),
+                    (fq.fisher, fq.anchored, state.params.q)):
+        for k, v in flat(f).items():
+            np.testing.assert_allclose(flat(a)[k], v * flat(p)[k], rtol=1e-6, atol=1e-12)
+    # The opt states are otherwise untouched and the params unchanged.
+    assert new.params is state.params
+
+
+def test_fisher_log_prob_holds_the_action_fixed():
+    """Continuous: the value is the pre-squash Gaussian density of the drawn sample (the
+    squashed log-prob plus its tanh correction). Its gradient is the score: zero mean over
+    draws (a reparameterised gradient would not be). Discrete: log pi of the Gumbel-max
+    action."""
+    agent = _ewc_agent()
+    p = sac.init_state(agent, jax.random.key(3)).params.actor
+    obs = jnp.array([[0.3, -0.2, 0.5]])
+    noise = jax.random.normal(jax.random.key(4), (4096, 1, 2))
+    val = jax.vmap(lambda n: sac.fisher_log_prob(agent, p, obs, n))(noise)
+    y, logp = jax.vmap(lambda n: sac.squashed_sample(agent, p, obs, n))(noise)
+    np.testing.assert_allclose(val, logp + jnp.log(1 - y**2 + 1e-6).sum(-1), rtol=1e-5,
+                               atol=1e-5)
+    g = jax.vmap(jax.grad(lambda q, n: sac.fisher_log_prob(agent, q, obs, n)[0]),
+                 in_axes=(None, 0))(p, noise)
+    b = g["params"]["log_std"]["bias"]  # per draw (z^2 - 1) d log_std / d b: mean 0
+    assert np.abs(b.mean(0)).max() < 0.1 * np.abs(b).mean()
+    # Discrete: with noise favouring action 2, the value is log_softmax(logits)[2].
+    d = sac_discrete.make_sac_discrete(num_actions=3, hidden=(8,), obs_shape=(4, 84, 84))
+    dp = sac_discrete.init_state(d, jax.random.key(5)).params.actor
+    o = jnp.zeros((1, 4, 84, 84), jnp.uint8)
+    gumbel = jnp.array([[0.0, 0.0, 100.0]])
+    want = jax.nn.log_softmax(d.actor.apply(dp, o), axis=-1)[0, 2]
+    np.testing.assert_allclose(sac_discrete.fisher_log_prob(d, dp, o, gumbel)[0], want,
+                               rtol=1e-6)
+
+
+@pytest.mark.slow
+def test_ewc_cycle_pins_the_parameters_task_one_needs(tmp_path):
+    """Forked from a sac run's end of phase 1 (the same network), EWC at its default strength
+    keeps the actor's output-head biases (its highest-Fisher parameters) at their task-1
+    values during phase 2, where vanilla SAC moves them; with strength 0 it is vanilla SAC
+    exactly. (Under Adam the F-weighted distance over all parameters is no such measure:
+    Adam's normalised steps move the many low-Fisher weights as far as the loss pushes.)"""
+    kw = dict(tasks=("reach", "window-open"), steps_per_task=400, learning_starts=100,
+              eval_episodes=1, save_score_record=True)
+    src = tmp_path / "sac"
+    a = training.train_and_evaluate(tiny_config(method="sac", save_fork_point=True, **kw),
+                                    str(src))
+    b = training.train_and_evaluate(tiny_config(method="ewc", fork_from=str(src), **kw),
+                                    str(tmp_path / "ewc"))
+    zero = training.train_and_evaluate(
+        tiny_config(method="ewc", ewc_lambda=0.0, fork_from=str(src), **kw),
+        str(tmp_path / "ewc0"))
+    # One update executable. (A forked run holds two executables of the functions first
+    # called at the restored end of phase 1, e.g. end_task, for every method; see the README.)
+    assert b["compilations"]["update"] == 1, b["compilations"]
+    rec = np.load(src / "neurons" / "phase01_reach_record.npz")
+    heads = ("params/mean/bias", "params/log_std/bias")  # Fisher 1/sigma^2 and ~2 per entry
+    flat = lambda r: traverse_util.flatten_dict(jax.device_get(r["state"].params.actor), sep="/")
+    moved = lambda r, ks=heads: np.concatenate(
+        [np.abs(flat(r)[k] - rec[f"params/actor/{k}"]).ravel() for k in ks])
+    assert moved(b).mean() < 0.01 * moved(a).mean(), (moved(b).mean(), moved(a).mean())
+    everything = tuple(flat(a))
+    np.testing.assert_array_equal(moved(zero, everything), moved(a, everything))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("config", ["metaworld_window.py:smoke", "atari_pong_bowling.py:smoke"])
+def test_cli_runs_ewc(tmp_path, config):
+    """``--config.method=ewc`` through the CLI on both domains: a whole smoke cycle, no
+    recompilation after the first task."""
+    if config.startswith("atari"):
+        pytest.importorskip("envpool")
+    workdir = tmp_path / "run"
+    out = subprocess.run(
+        [sys.executable, "-m", "nbsp_jax.train", "--config", f"configs/{config}",
+         "--workdir", str(workdir), "--config.progress=False", "--config.method=ewc"],
+        cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    with open(workdir / "results.json") as fh:
+        r = json.load(fh)
+    assert r["method"] == "ewc" and len(r["phases"]) == len(r["tasks"])
+    # Every function compiled once (`store` never: EWC keeps no replay), the update included.
+    assert r["compilations"]["update"] == 1 and r["compilations"]["store"] == 0
+    assert all(n <= 1 for n in r["compilations"].values()), r["compilations"]
+
+
+def test_crelu_layer_output_record_and_widths():
+    """CReLU on a hand-made input: z = x W + b = [3, -5] gives [relu(z), relu(-z)] =
+    [3, 0, 0, 5]; the record holds one activation per unit, |z| = [3, 5]; the next layer
+    reads both halves; widths h / sqrt(2) keep ReLU's parameter count (within 3 %)."""
+    from nbsp_jax.networks import CReLUDense, GaussianActor, QNetwork, hidden_widths, record
+
+    layer = CReLUDense(2)
+    params = {"params": {"kernel": jnp.array([[1.0, -2.0]]), "bias": jnp.array([0.0, 1.0])}}
+    x = jnp.array([[3.0]])
+    np.testing.assert_array_equal(layer.apply(params, x), [[3.0, 0.0, 0.0, 5.0]])
+    assert hidden_widths((256, 256), "crelu") == (181, 181)
+    assert hidden_widths((256, 256), "relu") == (256, 256)
+    with pytest.raises(ValueError, match=r"unknown activation 'gelu'; valid choices: \('relu', "
+                                         r"'crelu'\)"):
+        hidden_widths((8,), "gelu")
+    obs = jnp.ones((5, 39))
+    count = lambda p: sum(v.size for v in jax.tree.leaves(p))
+    relu = GaussianActor(4, (256, 256)).init(jax.random.key(0), obs)
+    crelu_net = GaussianActor(4, hidden_widths((256, 256), "crelu"), "crelu")
+    crelu = crelu_net.init(jax.random.key(0), obs)
+    assert crelu["params"]["fc1"]["kernel"].shape == (362, 181)
+    assert abs(count(crelu) / count(relu) - 1) < 0.03
+    _, acts = record(crelu_net, crelu, obs)
+    assert acts["fc0"].shape == (5, 181) and acts["fc1"].shape == (5, 181)
+    z0 = obs @ crelu["params"]["fc0"]["kernel"] + crelu["params"]["fc0"]["bias"]
+    np.testing.assert_allclose(acts["fc0"], np.abs(z0), rtol=1e-6)
+    q = QNetwork((16,), "crelu")
+    qp = q.init(jax.random.key(1), obs, jnp.ones((5, 4)))
+    assert qp["params"]["out"]["kernel"].shape == (32, 1)
+
+
+@pytest.mark.slow
+def test_crelu_nbsp_cycle_masks_units(tmp_path):
+    """activation='crelu' through the loop with NBSP: scores and masks have one entry per
+    unit (the kernel's columns, 23 per layer for hidden 32), a fifth of the network's
+    units skill neurons; nothing recompiles."""
+    r = training.train_and_evaluate(
+        tiny_config(method="nbsp", activation="crelu", tasks=("reach", "window-open"),
+                    steps_per_task=300, learning_starts=100, replay_store_size=50),
+        str(tmp_path / "run"))
+    assert all(n == 1 for n in r["compilations"].values()), r["compilations"]
+    z = np.load(tmp_path / "run" / "neurons" / "phase01_reach.npz")
+    assert z["actor/fc0/score"].shape == (2, 23) and z["qf1/fc1/mask"].shape == (2, 23)
+    assert r["state"].params.actor["params"]["fc1"]["kernel"].shape == (2, 46, 23)
+    n_skill = z["actor/fc0/skill"].sum(1) + z["actor/fc1/skill"].sum(1)  # over the network
+    np.testing.assert_array_equal(n_skill, [method.num_selected(46, 0.2)] * 2)
