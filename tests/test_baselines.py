@@ -187,5 +187,37 @@ def test_crelu_nbsp_cycle_masks_units(tmp_path):
     z = np.load(tmp_path / "run" / "neurons" / "phase01_reach.npz")
     assert z["actor/fc0/score"].shape == (2, 23) and z["qf1/fc1/mask"].shape == (2, 23)
     assert r["state"].params.actor["params"]["fc1"]["kernel"].shape == (2, 46, 23)
+    # Plasticity metrics per phase, seed and network, in results.json and the JSONL log.
+    for phase in r["phases"]:
+        for seed in phase["plasticity"]:
+            assert set(seed) == {"actor", "qf1", "qf2"}
+            assert set(seed["actor"]) == {"dormant_0", "dormant_0.1", "feature_srank",
+                                          "param_norm", "update_norm"}
+            assert 0 <= seed["qf1"]["dormant_0"] <= seed["qf1"]["dormant_0.1"] <= 1
+            assert 1 <= seed["actor"]["feature_srank"] <= 23
+            assert seed["actor"]["update_norm"] > 0
+    log = (tmp_path / "run" / "seed_1" / "metrics.jsonl").read_text().splitlines()
+    tagged = [json.loads(x) for x in log if "plasticity/qf2/feature_srank" in x]
+    assert [x["task"] for x in tagged] == ["reach", "window-open"]
     n_skill = z["actor/fc0/skill"].sum(1) + z["actor/fc1/skill"].sum(1)  # over the network
     np.testing.assert_array_equal(n_skill, [method.num_selected(46, 0.2)] * 2)
+
+
+def test_plasticity_metrics_on_a_worked_example():
+    """Layer a: mean |a| = [0, 2, 2] (the invalid row ignored), s = [0, 1.5, 1.5]; layer b:
+    [0.1, 10], s = [0.0198, 1.98]. Of the 5 units, 1 is 0-dormant and 2 are 0.1-dormant.
+    Features diag(10, 1, 0.05): 10 / 11.05 < 0.99 <= 11 / 11.05, so srank_0.01 = 2."""
+    valid = jnp.array([True, True, False])
+    acts = {"fc0": jnp.array([[0.0, 1.0, 2.0], [0.0, -3.0, 2.0], [50.0, 50.0, 50.0]]),
+            "fc1": jnp.array([[0.1, 10.0], [0.1, 10.0], [0.0, 0.0]])}
+    np.testing.assert_allclose(method.dormant_fraction(acts, valid, 0.0), 0.2)
+    np.testing.assert_allclose(method.dormant_fraction(acts, valid, 0.1), 0.4)
+    phi = jnp.array([[10.0, 0, 0], [0, 1.0, 0], [0, 0, 0.05], [7.0, 7.0, 7.0]])
+    assert int(method.feature_srank(phi, jnp.array([True, True, True, False]))) == 2
+    assert int(method.feature_srank(phi[:3], jnp.ones(3, bool), delta=0.001)) == 3
+    np.testing.assert_allclose(method.tree_norm({"a": jnp.array([3.0]), "b": jnp.array([[4.0]])}),
+                               5.0)
+    m = method.plasticity_metrics({"actor": acts}, valid, {"actor": {"w": jnp.ones(4)}})
+    np.testing.assert_allclose(m["actor"]["param_norm"], 2.0)
+    # The last hidden layer is fc1: features [[0.1, 10], [0.1, 10]] have rank 1.
+    assert int(m["actor"]["feature_srank"]) == 1

@@ -99,7 +99,7 @@ def test_method_switches(method):
     has_masks = any(isinstance(x, MaskedScaleState) for x in jax.tree.leaves(
         state.opt, is_leaf=lambda x: isinstance(x, MaskedScaleState)))
     assert has_masks == spec.masks
-    new, scores, masks, skill, _ = _end_task(learner, state)
+    new, scores, masks, skill, _, _ = _end_task(learner, state)
     # 25% of 16 + 16 neurons per network = 8 skill neurons, per seed.
     assert int(sum(v.sum() for v in skill["actor"].values()) / 2) == 8
     if not spec.masks:
@@ -130,9 +130,9 @@ def test_method_switches(method):
 def test_mask_target_and_min_policy():
     learner = make_learner(_config("nbsp", mask_target="actor", mask_policy="min"))
     state = jax.vmap(lambda key: sac.init_state(learner.agent, key))(seed_keys(0, 2))
-    s1, _, m1, _, _ = _end_task(learner, state, seed=1)
+    s1, _, m1, _, _, _ = _end_task(learner, state, seed=1)
     np.testing.assert_array_equal(get_masks(s1.opt.q)["qf1"]["params"]["fc0"]["kernel"], 1.0)
-    s2, _, m2, _, _ = _end_task(learner, s1, seed=2)
+    s2, _, m2, _, _, _ = _end_task(learner, s1, seed=2)
     np.testing.assert_allclose(get_masks(s2.opt.actor)["params"]["fc1"]["bias"],
                                np.minimum(m1["actor"]["fc1"], m2["actor"]["fc1"]))
 
@@ -140,7 +140,7 @@ def test_mask_target_and_min_policy():
 def test_weight_selector_ranks_by_incoming_norm():
     learner = make_learner(_config("nbsp", selector="weight"))
     state = jax.vmap(lambda key: sac.init_state(learner.agent, key))(seed_keys(0, 2))
-    _, _, _, skill, _ = _end_task(learner, state)
+    _, _, _, skill, _, _ = _end_task(learner, state)
     norms = {layer: np.linalg.norm(np.asarray(state.params.actor["params"][layer]["kernel"]),
                                    axis=1) for layer in ("fc0", "fc1")}  # [S, N]
     for seed in range(2):

@@ -10,6 +10,7 @@ module              what
 ``replay``          which gradient steps replay earlier tasks (Eq. 8), a replaying sampler
 ``goal``            the record of a task's steps and the goal metric they are scored by
 ``ewc``             baseline: elastic weight consolidation as an optax transform
+``plasticity``      plasticity metrics: dormant units, feature rank, parameter norms
 ==================  =====================================================================
 
 Nothing here knows an agent class, a buffer, an environment or the training loop: networks
@@ -33,6 +34,13 @@ from nbsp_jax.method.masks import (
     neuron_masks,
     num_selected,
     select_top,
+)
+from nbsp_jax.method.plasticity import (
+    DORMANT_TAUS,
+    dormant_fraction,
+    feature_srank,
+    plasticity_metrics,
+    tree_norm,
 )
 from nbsp_jax.method.replay import replay_sampler, replay_step
 from nbsp_jax.method.scores import (
@@ -58,6 +66,7 @@ from nbsp_jax.method.switches import (
 )
 
 __all__ = [
+    "DORMANT_TAUS", "dormant_fraction", "feature_srank", "plasticity_metrics", "tree_norm",
     "MASK_PLACEMENTS", "MASK_POLICIES", "MASK_TARGETS", "METHODS", "NETWORKS", "SCORE_WINDOWS",
     "SELECTORS", "EWCState", "GoalRecorder", "MaskedScaleState", "MethodSpec",
     "activation_scores", "build_masks", "consolidate", "constant_units", "diagonal_fisher",

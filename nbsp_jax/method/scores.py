@@ -258,7 +258,7 @@ def _net_params(state: SACState, net: str) -> dict:
 def score_networks(
     agent, state: SACState, obs: jax.Array, action: jax.Array, goal: jax.Array,
     valid: jax.Array, key: jax.Array, selector: str = "goal", neutral_constant: bool = False,
-    chunk: int | None = None, critic_takes_action: bool = True,
+    chunk: int | None = None, critic_takes_action: bool = True, acts: dict | None = None,
 ) -> tuple[dict, dict, dict]:
     """Goal scores (Eq. 1-4) and ranking scores (by ``selector``) of every hidden neuron.
 
@@ -272,12 +272,15 @@ def score_networks(
       neutral_constant: score neurons with constant activation 0.5 (see
         :func:`nbsp_jax.skill_scores`).
       chunk, critic_takes_action: see :func:`record_networks`.
+      acts: the activations if already recorded (:func:`record_networks` of the same
+        arguments); None records them.
 
     Returns:
       ``(goal_scores, rank_scores, constant)``, each ``{net: {layer: [N]}}``; ``constant``
       (bool) marks the neurons whose activation never changed over the valid steps.
     """
-    acts = record_networks(agent, state, obs, action, chunk, critic_takes_action)
+    if acts is None:
+        acts = record_networks(agent, state, obs, action, chunk, critic_takes_action)
     goal_scores = {n: score_layers(a, goal, valid, neutral_constant)
                    for n, a in acts.items()}
     constant = {n: {k: constant_units(v, valid) for k, v in a.items()}

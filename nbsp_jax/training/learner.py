@@ -40,18 +40,21 @@ class Learner(NamedTuple):
     store: callable  # (pre_buffer, buffer, keys, slot) -> pre_buffer
     probe: callable  # (actor_params, obs [S, n, ...]) -> policy outputs [S, n, ...]
     drift: callable  # (actor_params, obs [S, H, n, ...], ref [S, H, n, ...]) -> [S, H]
+    change: callable  # (params, params0) -> {net: [S]}: L2 norm of each network's change
 
 
 class EndOfTask(NamedTuple):
     """What scoring at the end of a task gives, each ``[S, ...]``: the state with its new
     masks, and ``{net: {layer: [S, N]}}`` goal scores, masks, skill-neuron and constant-unit
-    flags."""
+    flags, and ``{net: {metric: [S]}}`` plasticity metrics (:mod:`nbsp_jax.method.plasticity`).
+    """
 
     state: object
     scores: dict
     masks: dict
     skill: dict
     constant: dict
+    plasticity: dict  # {net: {metric: [S]}}: method.plasticity_metrics, before the masks
 
 
 def over_seeds(fn, mode: str, in_axes):
@@ -151,17 +154,22 @@ def end_of_task(config, domain: Domain, agent, spec: method.MethodSpec):
     EndOfTask``: scores (by ``config.selector``), masks and their installation when the method
     masks."""
     def end_task(state, obs, action, goal, valid, key):
+        acts = method.record_networks(agent, state, obs, action, domain.record_chunk,
+                                      domain.critic_takes_action)
         scores, rank, constant = method.score_networks(
             agent, state, obs, action, goal, valid, key, config.selector,
             config.constant_neurons == "neutral", domain.record_chunk,
-            domain.critic_takes_action)
+            domain.critic_takes_action, acts=acts)
+        p = state.params
+        plasticity = method.plasticity_metrics(
+            acts, valid, {"actor": p.actor, "qf1": p.q["qf1"], "qf2": p.q["qf2"]})
         masks, skill = method.build_masks(scores, rank, config.skill_proportion,
                                           config.mask_alpha, spec.hard)
         if spec.masks:
             state = method.install_masks(state, masks, config.mask_target, config.mask_policy)
         if spec.ewc:
             state = consolidate_task(config, domain, agent, state, obs, action, valid, key)
-        return EndOfTask(state, scores, masks, skill, constant)
+        return EndOfTask(state, scores, masks, skill, constant, plasticity)
 
     return end_task
 
@@ -207,6 +215,13 @@ def consolidate_task(config, domain: Domain, agent, state, obs, action, valid, k
         actor=method.consolidate(state.opt.actor, f_actor, p.actor, config.ewc_decay),
         q=method.consolidate(state.opt.q, f_q, p.q, config.ewc_decay))
     return state._replace(opt=opt)
+
+
+def param_change(params, params0) -> dict:
+    """One seed's ``{net: ||theta - theta0||_2}`` for the actor and both critics."""
+    nets = lambda p: {"actor": p.actor, "qf1": p.q["qf1"], "qf2": p.q["qf2"]}
+    new, old = nets(params), nets(params0)
+    return {k: method.tree_norm(jax.tree.map(jnp.subtract, new[k], old[k])) for k in new}
 
 
 def make_learner(config: ml_collections.ConfigDict,
@@ -285,6 +300,7 @@ def make_learner(config: ml_collections.ConfigDict,
         end_task=jax.jit(seeded(jax.vmap(end_of_task(config, domain, agent, spec)), (0,) * 6)),
         probe=jax.jit(jax.vmap(lambda p, o: domain.probe_action(agent, p, o))),
         drift=jax.jit(jax.vmap(drift)),
+        change=jax.jit(jax.vmap(param_change)),
         store=jax.jit(seeded(jax.vmap(domain.store, in_axes=(0, 0, 0, None)), (0, 0, 0, None)),
                       donate_argnums=0),
     )

@@ -146,6 +146,10 @@ class PhaseRun:
             device = device._replace(buffer=learner.add(device.buffer, run.to_device(start)))
         run.device, run.host = device, host
         run.state, run.act_keys = device.state, device.act_keys
+        # The parameters at the phase's start (or its resumption), for the update norm; a
+        # copy, since the update donates the state's buffers.
+        run.params0 = jax.tree.map(jnp.copy, device.state.params)
+        run.resumed_at = host.steps
         run.actor = HostActor(learner) if learner.actor_device is not None else None
         if run.actor is not None:
             run.act_keys = jax.device_put(run.act_keys, learner.actor_device)
@@ -252,8 +256,16 @@ class PhaseRun:
         task_keys, score_keys, store_keys = jax.vmap(
             lambda k: tuple(jax.random.split(k, 3)))(self.device.task_keys)
         rec = self.recorder.result()
-        state, goal_kind, constant = score_task(c, learner, self.state, rec, score_keys,
-                                                writers.workdir, phase, self.task)
+        change = jax.device_get(learner.change(self.state.params, self.params0))
+        state, goal_kind, constant, plasticity = score_task(
+            c, learner, self.state, rec, score_keys, writers.workdir, phase, self.task)
+        for s, seed_metrics in enumerate(plasticity):
+            for net, v in change.items():
+                seed_metrics[net]["update_norm"] = float(v[s])
+        writers.write_all(
+            self.base_step + self.steps,
+            {f"plasticity/{net}/{k}": np.array([p[net][k] for p in plasticity])
+             for net in plasticity[0] for k in plasticity[0][net]}, task=self.task)
         drift, probes = probe_drift(c, learner, self.device.probes, state, rec, phase)
         pre = self.device.pre
         if learner.spec.replay and phase < len(self.phases) - 1:
@@ -261,7 +273,7 @@ class PhaseRun:
         evals = self.evaluate(state)
         sr_rows = self.host.sr_rows + ([[evals[t].tolist() for t in self.phases]]
                                        if evals else [])  # [H][S]
-        summary = self.summary(evals, goal_kind, constant, drift)
+        summary = self.summary(evals, goal_kind, constant, drift, plasticity)
         device = self.device._replace(state=state, act_keys=self.act_keys, task_keys=task_keys,
                                       pre=pre, probes=probes,
                                       recorder=new_recorder(c, dom).arrays())
@@ -285,7 +297,8 @@ class PhaseRun:
                                             c.tasks.index(self.task), sampled=True)
         return evals
 
-    def summary(self, evals: dict, goal_kind: list, constant: list, drift) -> dict:
+    def summary(self, evals: dict, goal_kind: list, constant: list, drift,
+                plasticity: list) -> dict:
         """The phase's entry of ``results.json['phases']``."""
         ep, name = self.episodes, self.dom.sr_name
         return {
@@ -305,6 +318,12 @@ class PhaseRun:
             # Per seed, the policy's mean squared output change on each earlier task's probe
             # states since the end of that task (deterministic action for Meta-World).
             "actor_drift": drift,
+            # Per seed, {net: {metric: value}} at the end of the phase's training: dormant-unit
+            # fractions (tau 0 and 0.1), the last hidden layer's effective rank, the parameter
+            # norm, and the norm of the parameters' change over the phase (since env step
+            # `update_norm_from_step` when the phase was resumed). See method.plasticity.
+            "plasticity": plasticity,
+            "update_norm_from_step": self.resumed_at,
         }
 
 

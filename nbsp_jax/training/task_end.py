@@ -28,8 +28,9 @@ def score_task(config, learner: Learner, state, rec: Recorded, keys, workdir: st
       keys: per-seed PRNG keys ``[S]`` (the ``random`` selector).
 
     Returns:
-      The new state, per seed the goal metric used (``'success'`` or ``'return'``), and per
-      seed ``{'net/layer': [constant units, width]}``.
+      The new state, per seed the goal metric used (``'success'`` or ``'return'``), per
+      seed ``{'net/layer': [constant units, width]}``, and per seed ``{net: {metric: value}}``
+      plasticity metrics of the end-of-task networks (:mod:`nbsp_jax.method.plasticity`).
     """
     goal, kinds = scoring_goal(rec, learner.domain.goal)
     for s, kind in enumerate(kinds):
@@ -59,7 +60,10 @@ def score_task(config, learner: Learner, state, rec: Recorded, keys, workdir: st
     for s, counts in enumerate(constant):
         print(f"[nbsp] seed {config.seed_offset + s}, task {task}: units constant over the "
               "scoring window: " + ", ".join(f"{k} {c}/{n}" for k, (c, n) in counts.items()))
-    return out.state, kinds, constant
+    plasticity = jax.device_get(out.plasticity)
+    per_seed = [{net: {k: float(v[s]) for k, v in m.items()} for net, m in plasticity.items()}
+                for s in range(goal.shape[0])]
+    return out.state, kinds, constant, per_seed
 
 
 def save_score_record(path: str, rec: Recorded, goal: np.ndarray, state) -> None:
