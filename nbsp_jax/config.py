@@ -148,6 +148,12 @@ def _baseline_fields(c: ml_collections.ConfigDict) -> None:
     # Online EWC (Schwarz et al. 2018): earlier tasks' terms are scaled by this at each new
     # task; 1.0 is EWC, every task at full weight.
     c.ewc_decay = 1.0
+    # --- Shrink & Perturb (method='shrink_perturb'; Ash & Adams 2020) ---
+    # At each task switch theta <- sp_shrink * theta + sp_perturb * theta_fresh (a new
+    # initialisation) for actor, critics and targets; the values of Ash & Adams' warm-start
+    # reference code.
+    c.sp_shrink = 0.4
+    c.sp_perturb = 0.1
 
 
 def _loop_fields(c: ml_collections.ConfigDict) -> None:
@@ -351,6 +357,9 @@ def validate(c: ml_collections.ConfigDict) -> None:
     for name in ("ewc_lambda", "ewc_critic_lambda"):
         if not c[name] >= 0:
             raise ValueError(f"config.{name} must be >= 0, got {c[name]!r}")
+    for name in ("sp_shrink", "sp_perturb"):
+        if not 0.0 <= c[name] <= 1.0:
+            raise ValueError(f"config.{name} must lie in [0, 1], got {c[name]!r}")
     if not 0.0 < c.ewc_decay <= 1.0:
         raise ValueError(f"config.ewc_decay must lie in (0, 1], got {c.ewc_decay!r}")
     if isinstance(c.tasks, str) or len(c.tasks) == 0:

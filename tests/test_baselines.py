@@ -221,3 +221,35 @@ def test_plasticity_metrics_on_a_worked_example():
     np.testing.assert_allclose(m["actor"]["param_norm"], 2.0)
     # The last hidden layer is fc1: features [[0.1, 10], [0.1, 10]] have rank 1.
     assert int(m["actor"]["feature_srank"]) == 1
+
+
+def test_shrink_perturb_by_hand():
+    """0.4 * [1, -2] + 0.1 * [10, 0] = [1.4, -0.8]."""
+    out = method.shrink_perturb({"w": jnp.array([1.0, -2.0])}, {"w": jnp.array([10.0, 0.0])},
+                                0.4, 0.1)
+    np.testing.assert_allclose(out["w"], [1.4, -0.8], rtol=1e-6)
+    with pytest.raises(ValueError, match="different structures"):
+        method.shrink_perturb({"w": jnp.ones(2)}, {"v": jnp.ones(2)}, 0.4, 0.1)
+
+
+@pytest.mark.slow
+def test_shrink_perturb_through_the_loop(tmp_path):
+    """Forked from a sac run: phase 1's evaluation sees the trained network (same sr row);
+    phase 2 starts from 0.4 theta + 0.1 theta_fresh (norm ~0.41 |theta|), so its actor ends
+    phase 2 with a norm far below vanilla SAC's, whose norm stays near phase 1's; the switch
+    compiles once."""
+    kw = dict(tasks=("reach", "window-open"), steps_per_task=300, learning_starts=100,
+              eval_episodes=1)
+    src = tmp_path / "sac"
+    a = training.train_and_evaluate(tiny_config(method="sac", save_fork_point=True, **kw),
+                                    str(src))
+    b = training.train_and_evaluate(
+        tiny_config(method="shrink_perturb", fork_from=str(src), **kw), str(tmp_path / "sp"))
+    assert b["compilations"]["task_switch"] == 1 and b["compilations"]["update"] == 1
+    np.testing.assert_array_equal(np.asarray(b["sr"])[:, 0], np.asarray(a["sr"])[:, 0])
+    p1 = [s["actor"]["param_norm"] for s in a["phases"][0]["plasticity"]]
+    # Phase 2 of S&P: its update norm is measured from the shrunk start, far from theta_1.
+    sp_end = [s["actor"]["param_norm"] for s in b["phases"][1]["plasticity"]]
+    sac_end = [s["actor"]["param_norm"] for s in a["phases"][1]["plasticity"]]
+    assert all(x < 0.8 * y for x, y in zip(sp_end, sac_end, strict=True)), (sp_end, sac_end)
+    assert all(abs(x - y) < 0.2 * y for x, y in zip(sac_end, p1, strict=True))

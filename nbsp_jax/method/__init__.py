@@ -11,6 +11,7 @@ module              what
 ``goal``            the record of a task's steps and the goal metric they are scored by
 ``ewc``             baseline: elastic weight consolidation as an optax transform
 ``plasticity``      plasticity metrics: dormant units, feature rank, parameter norms
+``resets``          baseline: Shrink & Perturb at task switches
 ==================  =====================================================================
 
 Nothing here knows an agent class, a buffer, an environment or the training loop: networks
@@ -43,6 +44,7 @@ from nbsp_jax.method.plasticity import (
     tree_norm,
 )
 from nbsp_jax.method.replay import replay_sampler, replay_step
+from nbsp_jax.method.resets import shrink_perturb
 from nbsp_jax.method.scores import (
     activation_scores,
     constant_units,
@@ -73,6 +75,7 @@ __all__ = [
     "ewc", "get_ewc", "get_masks", "install_masks", "is_constant",
     "layer_paths", "masked_scale", "masks_from_layers", "method_spec", "neuron_masks",
     "num_selected", "ones_masks", "random_scores", "record_networks", "replay_sampler",
-    "replay_step", "score_layers", "score_networks", "scoring_goal", "select_top", "set_masks",
+    "replay_step", "shrink_perturb", "score_layers", "score_networks", "scoring_goal",
+    "select_top", "set_masks",
     "skill_scores", "weight_scores",
 ]

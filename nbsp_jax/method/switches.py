@@ -12,6 +12,8 @@ method         masks  replay  mask values
 ``nbsp``       yes    yes     alpha * (1 - score)
 ``nbsp_hard``  yes    yes     0
 ``ewc``        no     no      -  (baseline: EWC's penalty, :mod:`nbsp_jax.method.ewc`)
+``shrink_perturb`` no no      -  (baseline: :func:`nbsp_jax.method.shrink_perturb` at each
+                                  task switch)
 =============  =====  ======  ===========
 """
 
@@ -33,6 +35,7 @@ class MethodSpec(NamedTuple):
     replay: bool
     hard: bool
     ewc: bool = False  # EWC's penalty in both optimizers, consolidated at each task's end
+    shrink_perturb: bool = False  # Shrink & Perturb of every network at each task switch
 
 
 METHODS = {
@@ -42,6 +45,7 @@ METHODS = {
     "nbsp": MethodSpec(True, True, False),
     "nbsp_hard": MethodSpec(True, True, True),
     "ewc": MethodSpec(False, False, False, ewc=True),
+    "shrink_perturb": MethodSpec(False, False, False, shrink_perturb=True),
 }
 
 

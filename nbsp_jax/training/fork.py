@@ -24,7 +24,7 @@ FORK_FREE = ("method", "selector", "mask_target", "mask_policy", "mask_placement
              "skill_proportion", "constant_neurons", "replay_store_size", "replay_interval",
              "fork_from", "save_fork_point", "save_score_record", "eval_episodes", "progress",
              "checkpoint_every_s", "log_every_steps", "ewc_lambda", "ewc_critic_lambda",
-             "ewc_decay")
+             "ewc_decay", "sp_shrink", "sp_perturb")
 
 
 def check_fork_source(config) -> dict:

@@ -41,6 +41,7 @@ class Learner(NamedTuple):
     probe: callable  # (actor_params, obs [S, n, ...]) -> policy outputs [S, n, ...]
     drift: callable  # (actor_params, obs [S, H, n, ...], ref [S, H, n, ...]) -> [S, H]
     change: callable  # (params, params0) -> {net: [S]}: L2 norm of each network's change
+    task_switch: callable  # (state, keys [S]) -> state: the method's reset between tasks
 
 
 class EndOfTask(NamedTuple):
@@ -217,6 +218,22 @@ def consolidate_task(config, domain: Domain, agent, state, obs, action, valid, k
     return state._replace(opt=opt)
 
 
+def task_switch(config, domain: Domain, agent):
+    """One seed's ``(state, key) -> state`` between two tasks: Shrink & Perturb of the actor,
+    the critics and their targets toward a fresh initialisation drawn with ``key``
+    (``config.sp_shrink``, ``config.sp_perturb``); the temperature and the optimizer states
+    are kept. Only the ``shrink_perturb`` method calls it."""
+    def switch(state, key):
+        fresh = domain.init_state(agent, key).params
+        sp = lambda a, b: method.shrink_perturb(a, b, config.sp_shrink, config.sp_perturb)
+        p = state.params
+        params = p._replace(actor=sp(p.actor, fresh.actor), q=sp(p.q, fresh.q),
+                            q_target=sp(p.q_target, fresh.q))
+        return state._replace(params=params)
+
+    return switch
+
+
 def param_change(params, params0) -> dict:
     """One seed's ``{net: ||theta - theta0||_2}`` for the actor and both critics."""
     nets = lambda p: {"actor": p.actor, "qf1": p.q["qf1"], "qf2": p.q["qf2"]}
@@ -301,6 +318,7 @@ def make_learner(config: ml_collections.ConfigDict,
         probe=jax.jit(jax.vmap(lambda p, o: domain.probe_action(agent, p, o))),
         drift=jax.jit(jax.vmap(drift)),
         change=jax.jit(jax.vmap(param_change)),
+        task_switch=jax.jit(seeded(jax.vmap(task_switch(config, domain, agent)), (0, 0))),
         store=jax.jit(seeded(jax.vmap(domain.store, in_axes=(0, 0, 0, None)), (0, 0, 0, None)),
                       donate_argnums=0),
     )
@@ -314,6 +332,8 @@ def compilations(learner: Learner) -> dict:
         names.append("act_sampled_eval")
     if learner.domain.probe_action is not None:
         names += ["probe", "drift"]
+    if learner.spec.shrink_perturb:
+        names.append("task_switch")
     if learner.update_gated._cache_size():  # compiled once some seed stopped early
         names.append("update_gated")
     counts = {name: getattr(learner, name)._cache_size() for name in names}

@@ -271,6 +271,10 @@ class PhaseRun:
         if learner.spec.replay and phase < len(self.phases) - 1:
             pre = learner.store(pre, self.device.buffer, store_keys, phase)
         evals = self.evaluate(state)
+        if learner.spec.shrink_perturb and phase < len(self.phases) - 1:
+            # After the evaluation: the next task starts from the shrunk, perturbed networks.
+            sp_keys = jax.vmap(lambda k: jax.random.fold_in(k, 11))(store_keys)
+            state = learner.task_switch(state, sp_keys)
         sr_rows = self.host.sr_rows + ([[evals[t].tolist() for t in self.phases]]
                                        if evals else [])  # [H][S]
         summary = self.summary(evals, goal_kind, constant, drift, plasticity)
