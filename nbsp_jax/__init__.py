@@ -16,6 +16,9 @@ Public API:
 - Devices: :func:`seed_mesh`, :func:`shard_seeds`, :func:`seed_parallel`.
 - Continual-learning metrics: :func:`continual_metrics`, :func:`metrics_for`,
   :func:`normalize_atari`.
+- Baselines: :func:`ewc`, :class:`EWCState`, :func:`consolidate`, :func:`diagonal_fisher`,
+  :func:`get_ewc` (EWC as an optax transform), :func:`shrink_perturb`, :class:`CReLUDense`
+  and :func:`hidden_widths` (CReLU); plasticity metrics :func:`plasticity_metrics`.
 - Training: :func:`train_and_evaluate` (what ``python -m nbsp_jax.train`` calls).
 """
 
@@ -24,22 +27,29 @@ from nbsp_jax.buffers import ReplayBuffer, init_buffer
 from nbsp_jax.buffers import frames as atari_replay
 from nbsp_jax.envs import AtariSeedVecEnv, SeedVecEnv, metaworld_tasks
 from nbsp_jax.method import (
+    EWCState,
     MaskedScaleState,
     activation_scores,
+    consolidate,
     constant_units,
+    diagonal_fisher,
+    ewc,
+    get_ewc,
     get_masks,
     masked_scale,
     masks_from_layers,
     neuron_masks,
+    plasticity_metrics,
     random_scores,
     score_layers,
     select_top,
     set_masks,
+    shrink_perturb,
     skill_scores,
     weight_scores,
 )
 from nbsp_jax.metrics import continual_metrics, metrics_for, normalize_atari
-from nbsp_jax.networks import GaussianActor, QNetwork, record
+from nbsp_jax.networks import CReLUDense, GaussianActor, QNetwork, hidden_widths, record
 from nbsp_jax.training import train_and_evaluate
 from nbsp_jax.training.sharding import seed_mesh, seed_parallel, shard_seeds
 from nbsp_jax.types import Sampler, Transition
@@ -48,6 +58,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AtariSeedVecEnv",
+    "CReLUDense",
+    "EWCState",
     "GaussianActor",
     "MaskedScaleState",
     "QNetwork",
@@ -57,9 +69,14 @@ __all__ = [
     "Transition",
     "activation_scores",
     "atari_replay",
+    "consolidate",
     "constant_units",
     "continual_metrics",
+    "diagonal_fisher",
+    "ewc",
+    "get_ewc",
     "get_masks",
+    "hidden_widths",
     "init_buffer",
     "init_state",
     "make_sac",
@@ -70,6 +87,7 @@ __all__ = [
     "metrics_for",
     "neuron_masks",
     "normalize_atari",
+    "plasticity_metrics",
     "random_scores",
     "record",
     "score_layers",
@@ -78,6 +96,7 @@ __all__ = [
     "select_top",
     "set_masks",
     "shard_seeds",
+    "shrink_perturb",
     "skill_scores",
     "train_and_evaluate",
     "update_many",
