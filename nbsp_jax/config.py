@@ -154,6 +154,11 @@ def _baseline_fields(c: ml_collections.ConfigDict) -> None:
     # reference code.
     c.sp_shrink = 0.4
     c.sp_perturb = 0.1
+    # --- ReDo (method='redo'; Sokar et al. 2023, nbsp_jax.method.redo) ---
+    # Gradient steps between two resets (ReDo's F = 1000) and the dormancy threshold tau of a
+    # unit's normalised activity on a batch (ReDo's 0.1).
+    c.redo_every = 1000
+    c.redo_tau = 0.1
 
 
 def _loop_fields(c: ml_collections.ConfigDict) -> None:
@@ -357,6 +362,10 @@ def validate(c: ml_collections.ConfigDict) -> None:
     for name in ("ewc_lambda", "ewc_critic_lambda"):
         if not c[name] >= 0:
             raise ValueError(f"config.{name} must be >= 0, got {c[name]!r}")
+    if not isinstance(c.redo_every, int) or c.redo_every < 1:
+        raise ValueError(f"config.redo_every must be an int >= 1, got {c.redo_every!r}")
+    if not 0.0 <= c.redo_tau < 1.0:
+        raise ValueError(f"config.redo_tau must lie in [0, 1), got {c.redo_tau!r}")
     for name in ("sp_shrink", "sp_perturb"):
         if not 0.0 <= c[name] <= 1.0:
             raise ValueError(f"config.{name} must lie in [0, 1], got {c[name]!r}")

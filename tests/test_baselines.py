@@ -122,25 +122,35 @@ def test_ewc_cycle_pins_the_parameters_task_one_needs(tmp_path):
     np.testing.assert_array_equal(moved(zero, everything), moved(a, everything))
 
 
+# Each baseline's switch, with a ReDo period short enough to reset within a smoke phase.
+BASELINES = {"ewc": ("--config.method=ewc",),
+             "shrink_perturb": ("--config.method=shrink_perturb",),
+             "redo": ("--config.method=redo", "--config.redo_every=64"),
+             "crelu": ("--config.activation=crelu",)}
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("config", ["metaworld_window.py:smoke", "atari_pong_bowling.py:smoke"])
-def test_cli_runs_ewc(tmp_path, config):
-    """``--config.method=ewc`` through the CLI on both domains: a whole smoke cycle, no
-    recompilation after the first task."""
+@pytest.mark.parametrize("baseline", list(BASELINES))
+def test_cli_runs_each_baseline(tmp_path, config, baseline):
+    """Every baseline through the CLI on both domains: a whole smoke cycle, every function
+    compiled at most once (the update exactly once), plasticity metrics in every phase."""
     if config.startswith("atari"):
         pytest.importorskip("envpool")
     workdir = tmp_path / "run"
     out = subprocess.run(
         [sys.executable, "-m", "nbsp_jax.train", "--config", f"configs/{config}",
-         "--workdir", str(workdir), "--config.progress=False", "--config.method=ewc"],
+         "--workdir", str(workdir), "--config.progress=False", *BASELINES[baseline]],
         cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
     with open(workdir / "results.json") as fh:
         r = json.load(fh)
-    assert r["method"] == "ewc" and len(r["phases"]) == len(r["tasks"])
-    # Every function compiled once (`store` never: EWC keeps no replay), the update included.
-    assert r["compilations"]["update"] == 1 and r["compilations"]["store"] == 0
+    assert len(r["phases"]) == len(r["tasks"])
+    assert r["compilations"]["update"] == 1
     assert all(n <= 1 for n in r["compilations"].values()), r["compilations"]
+    assert all(len(p["plasticity"]) == r["num_seeds"] for p in r["phases"])
+    if baseline == "redo":
+        assert sum(s["actor"] for p in r["phases"] for s in p["redo_resets"]) > 0
 
 
 def test_crelu_layer_output_record_and_widths():
@@ -253,3 +263,59 @@ def test_shrink_perturb_through_the_loop(tmp_path):
     sac_end = [s["actor"]["param_norm"] for s in a["phases"][1]["plasticity"]]
     assert all(x < 0.8 * y for x, y in zip(sp_end, sac_end, strict=True)), (sp_end, sac_end)
     assert all(abs(x - y) < 0.2 * y for x, y in zip(sac_end, p1, strict=True))
+
+
+def test_redo_resets_a_dormant_unit_by_hand():
+    """fc0 has 3 units, unit 1 dormant: its kernel column and bias come from the fresh init,
+    its outgoing row of fc1 is zeroed, everything else is untouched, and Adam's moments are
+    zeroed exactly where something was reset. A CReLU next layer (6 rows) loses rows 1 and
+    4; a conv -> Dense flatten (2 x 2 positions x 3 channels) loses rows 1, 4, 7, 10."""
+    k0, k1 = jnp.arange(6.0).reshape(2, 3) + 1, jnp.arange(6.0).reshape(3, 2) + 1
+    params = {"params": {"fc0": {"kernel": k0, "bias": jnp.ones(3)},
+                         "fc1": {"kernel": k1, "bias": jnp.ones(2)}}}
+    fresh = jax.tree.map(lambda x: -x, params)
+    dormant = {"fc0": jnp.array([False, True, False])}
+    new, touched = method.redo(params, fresh, dormant)
+    p = new["params"]
+    np.testing.assert_array_equal(p["fc0"]["kernel"], [[1, -2, 3], [4, -5, 6]])
+    np.testing.assert_array_equal(p["fc0"]["bias"], [1, -1, 1])
+    np.testing.assert_array_equal(p["fc1"]["kernel"], [[1, 2], [0, 0], [5, 6]])
+    np.testing.assert_array_equal(p["fc1"]["bias"], [1, 1])
+    opt = optax.adam(1e-3)
+    state = opt.init(params)
+    state = jax.tree.map(lambda x: x + 1.0 if x.dtype == jnp.float32 else x, state)
+    reset = method.reset_adam_moments(state, touched)
+    mu = reset[0].mu["params"]
+    np.testing.assert_array_equal(mu["fc1"]["kernel"], [[1, 1], [0, 0], [1, 1]])
+    np.testing.assert_array_equal(mu["fc0"]["bias"], [1, 0, 1])
+    assert int(reset[0].count) == int(state[0].count)
+    # The next layer's rows of unit j are r % N == j: a CReLU pair, a flattened conv map.
+    for rows, zeroed in ((6, [1, 4]), (12, [1, 4, 7, 10])):
+        ps = {"params": {"fc0": {"kernel": jnp.ones((2, 3)), "bias": jnp.ones(3)},
+                         "out": {"kernel": jnp.ones((rows, 1)), "bias": jnp.ones(1)}}}
+        out, _ = method.redo(ps, ps, dormant)
+        got = np.flatnonzero(np.asarray(out["params"]["out"]["kernel"][:, 0]) == 0)
+        np.testing.assert_array_equal(got, zeroed)
+    # Dormant by ReDo's score: mean |a| = [0.05, 1, 2], s = [0.049, 0.98, 1.97].
+    acts = {"fc0": jnp.array([[0.1, 1.0, 2.0], [0.0, -1.0, 2.0]])}
+    d = method.dormant_units(acts, jnp.ones(2, bool), 0.1)
+    np.testing.assert_array_equal(d["fc0"], [True, False, False])
+
+
+@pytest.mark.slow
+def test_redo_through_the_loop(tmp_path):
+    """method='redo' with a short period: units are reset during each phase (counted per
+    network in results.json), the reset function compiles once, and a fork from another
+    method's run is refused (ReDo acts in phase 1)."""
+    kw = dict(tasks=("reach", "window-open"), steps_per_task=400, learning_starts=100)
+    r = training.train_and_evaluate(tiny_config(method="redo", redo_every=100, **kw),
+                                    str(tmp_path / "redo"))
+    assert r["compilations"]["redo"] == 1 and r["compilations"]["update"] == 1
+    for phase in r["phases"]:
+        resets = phase["redo_resets"]
+        assert len(resets) == 2 and sum(s["actor"] + s["qf1"] for s in resets) > 0
+    src = tmp_path / "sac"
+    training.train_and_evaluate(tiny_config(method="sac", save_fork_point=True, **kw), str(src))
+    with pytest.raises(ValueError, match="acts during phase 1's training"):
+        training.train_and_evaluate(tiny_config(method="redo", fork_from=str(src), **kw),
+                                    str(tmp_path / "bad"))

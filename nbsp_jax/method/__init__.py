@@ -11,7 +11,7 @@ module              what
 ``goal``            the record of a task's steps and the goal metric they are scored by
 ``ewc``             baseline: elastic weight consolidation as an optax transform
 ``plasticity``      plasticity metrics: dormant units, feature rank, parameter norms
-``resets``          baseline: Shrink & Perturb at task switches
+``resets``          baselines: Shrink & Perturb at task switches, ReDo's dormant-unit resets
 ==================  =====================================================================
 
 Nothing here knows an agent class, a buffer, an environment or the training loop: networks
@@ -40,11 +40,12 @@ from nbsp_jax.method.plasticity import (
     DORMANT_TAUS,
     dormant_fraction,
     feature_srank,
+    forward_order,
     plasticity_metrics,
     tree_norm,
 )
 from nbsp_jax.method.replay import replay_sampler, replay_step
-from nbsp_jax.method.resets import shrink_perturb
+from nbsp_jax.method.resets import dormant_units, redo, reset_adam_moments, shrink_perturb
 from nbsp_jax.method.scores import (
     activation_scores,
     constant_units,
@@ -68,7 +69,8 @@ from nbsp_jax.method.switches import (
 )
 
 __all__ = [
-    "DORMANT_TAUS", "dormant_fraction", "feature_srank", "plasticity_metrics", "tree_norm",
+    "DORMANT_TAUS", "dormant_fraction", "dormant_units", "feature_srank", "forward_order",
+    "plasticity_metrics", "redo", "reset_adam_moments", "tree_norm",
     "MASK_PLACEMENTS", "MASK_POLICIES", "MASK_TARGETS", "METHODS", "NETWORKS", "SCORE_WINDOWS",
     "SELECTORS", "EWCState", "GoalRecorder", "MaskedScaleState", "MethodSpec",
     "activation_scores", "build_masks", "consolidate", "constant_units", "diagonal_fisher",

@@ -50,14 +50,18 @@ def tree_norm(tree: Any) -> jax.Array:
     return jnp.sqrt(sum(jnp.sum(jnp.square(x)) for x in jax.tree.leaves(tree)))
 
 
-def last_hidden(layer_acts: dict) -> str:
-    """The name of a network's last hidden layer: the dense ``fc<i>`` with the largest ``i``
-    (after any ``conv<j>``)."""
+def forward_order(names) -> list[str]:
+    """Hidden layer names in forward order: ``conv<j>`` by ``j``, then ``fc<i>`` by ``i``."""
     def order(name: str):
         digits = "".join(ch for ch in name if ch.isdigit())
         return (name.startswith("fc"), int(digits) if digits else 0)
 
-    return max(layer_acts, key=order)
+    return sorted(names, key=order)
+
+
+def last_hidden(layer_acts: dict) -> str:
+    """The name of a network's last hidden layer (the last of :func:`forward_order`)."""
+    return forward_order(layer_acts)[-1]
 
 
 def plasticity_metrics(acts: dict, valid: jax.Array, params: dict) -> dict:

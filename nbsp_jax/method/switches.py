@@ -14,6 +14,8 @@ method         masks  replay  mask values
 ``ewc``        no     no      -  (baseline: EWC's penalty, :mod:`nbsp_jax.method.ewc`)
 ``shrink_perturb`` no no      -  (baseline: :func:`nbsp_jax.method.shrink_perturb` at each
                                   task switch)
+``redo``       no     no      -  (baseline: :func:`nbsp_jax.method.redo` every
+                                  ``redo_every`` gradient steps)
 =============  =====  ======  ===========
 """
 
@@ -36,6 +38,7 @@ class MethodSpec(NamedTuple):
     hard: bool
     ewc: bool = False  # EWC's penalty in both optimizers, consolidated at each task's end
     shrink_perturb: bool = False  # Shrink & Perturb of every network at each task switch
+    redo: bool = False  # ReDo's dormant-unit resets during training
 
 
 METHODS = {
@@ -46,6 +49,7 @@ METHODS = {
     "nbsp_hard": MethodSpec(True, True, True),
     "ewc": MethodSpec(False, False, False, ewc=True),
     "shrink_perturb": MethodSpec(False, False, False, shrink_perturb=True),
+    "redo": MethodSpec(False, False, False, redo=True),
 }
 
 

@@ -11,7 +11,7 @@ import shutil
 import jax
 import ml_collections
 
-from nbsp_jax.method import EWCState, MaskedScaleState
+from nbsp_jax.method import EWCState, MaskedScaleState, method_spec
 from nbsp_jax.training.learner import Learner, make_learner
 from nbsp_jax.training.phase import FORK_POINT
 from nbsp_jax.training.state import DeviceState, HostState, init_run, place, restore
@@ -25,6 +25,7 @@ FORK_FREE = ("method", "selector", "mask_target", "mask_policy", "mask_placement
              "fork_from", "save_fork_point", "save_score_record", "eval_episodes", "progress",
              "checkpoint_every_s", "log_every_steps", "ewc_lambda", "ewc_critic_lambda",
              "ewc_decay", "sp_shrink", "sp_perturb")
+# Not fork-free: redo_every and redo_tau act during phase 1's training.
 
 
 def check_fork_source(config) -> dict:
@@ -45,6 +46,11 @@ def check_fork_source(config) -> dict:
             f"config.fork_from={config.fork_from!r} has no fork point ({FORK_POINT}/): run it "
             "with --config.save_fork_point=True, or wait until its phase 1 has trained")
     src_fields = read_config(os.path.join(src, "config.json"))
+    if method_spec(config.method).redo and src_fields.get("method") != config.method:
+        raise ValueError(
+            f"config.method={config.method!r} acts during phase 1's training, so it cannot "
+            f"start from the fork point of a {src_fields.get('method')!r} run "
+            f"(config.fork_from={config.fork_from!r}); train its phase 1 (fork_from='')")
     ours = json.loads(config.to_json_best_effort())
     diff = sorted(k for k in set(ours) | set(src_fields)
                   if k not in FORK_FREE and ours.get(k) != src_fields.get(k))

@@ -42,6 +42,7 @@ class Learner(NamedTuple):
     drift: callable  # (actor_params, obs [S, H, n, ...], ref [S, H, n, ...]) -> [S, H]
     change: callable  # (params, params0) -> {net: [S]}: L2 norm of each network's change
     task_switch: callable  # (state, keys [S]) -> state: the method's reset between tasks
+    redo: callable  # (state, buffer, keys [S]) -> (state, {net: [S] units reset}): ReDo
 
 
 class EndOfTask(NamedTuple):
@@ -234,6 +235,39 @@ def task_switch(config, domain: Domain, agent):
     return switch
 
 
+def redo_step(config, domain: Domain, agent):
+    """One seed's ``(state, buffer, key) -> (state, {net: units reset})``: ReDo on a batch
+    of ``batch_size`` transitions of the current-task buffer: every unit of the actor and
+    the critics with normalised activity ``<= config.redo_tau`` gets a fresh initialisation
+    of its incoming weights, zero outgoing weights and zero Adam moments
+    (:func:`nbsp_jax.method.redo`). Targets follow by Polyak averaging (or the next copy)."""
+    def step(state, buffer, key):
+        k_batch, k_init = jax.random.split(key)
+        sampler = domain.sampler(agent, buffer)
+        batch = sampler.take(jax.tree.map(lambda x: x[0], sampler.draw(k_batch, 1)), 0)
+        acts = method.record_networks(agent, state, batch.obs, batch.action,
+                                      domain.record_chunk, domain.critic_takes_action)
+        valid = jnp.ones(batch.obs.shape[0], bool)
+        fresh = domain.init_state(agent, k_init).params
+        p, counts, touched = state.params, {}, {}
+        old = {"actor": p.actor, "qf1": p.q["qf1"], "qf2": p.q["qf2"]}
+        new_fresh = {"actor": fresh.actor, "qf1": fresh.q["qf1"], "qf2": fresh.q["qf2"]}
+        new = {}
+        for net, layer_acts in acts.items():
+            ordered = {k: layer_acts[k] for k in method.forward_order(layer_acts)}
+            dormant = method.dormant_units(ordered, valid, config.redo_tau)
+            new[net], touched[net] = method.redo(old[net], new_fresh[net], dormant)
+            counts[net] = sum(d.sum() for d in dormant.values())
+        q = {"qf1": new["qf1"], "qf2": new["qf2"]}
+        opt = state.opt._replace(
+            actor=method.reset_adam_moments(state.opt.actor, touched["actor"]),
+            q=method.reset_adam_moments(state.opt.q, {"qf1": touched["qf1"],
+                                                      "qf2": touched["qf2"]}))
+        return state._replace(params=p._replace(actor=new["actor"], q=q), opt=opt), counts
+
+    return step
+
+
 def param_change(params, params0) -> dict:
     """One seed's ``{net: ||theta - theta0||_2}`` for the actor and both critics."""
     nets = lambda p: {"actor": p.actor, "qf1": p.q["qf1"], "qf2": p.q["qf2"]}
@@ -319,6 +353,7 @@ def make_learner(config: ml_collections.ConfigDict,
         drift=jax.jit(jax.vmap(drift)),
         change=jax.jit(jax.vmap(param_change)),
         task_switch=jax.jit(seeded(jax.vmap(task_switch(config, domain, agent)), (0, 0))),
+        redo=jax.jit(seeded(jax.vmap(redo_step(config, domain, agent)), (0, 0, 0))),
         store=jax.jit(seeded(jax.vmap(domain.store, in_axes=(0, 0, 0, None)), (0, 0, 0, None)),
                       donate_argnums=0),
     )
@@ -334,6 +369,8 @@ def compilations(learner: Learner) -> dict:
         names += ["probe", "drift"]
     if learner.spec.shrink_perturb:
         names.append("task_switch")
+    if learner.spec.redo:
+        names.append("redo")
     if learner.update_gated._cache_size():  # compiled once some seed stopped early
         names.append("update_gated")
     counts = {name: getattr(learner, name)._cache_size() for name in names}

@@ -150,6 +150,7 @@ class PhaseRun:
         # copy, since the update donates the state's buffers.
         run.params0 = jax.tree.map(jnp.copy, device.state.params)
         run.resumed_at = host.steps
+        run.redo_resets = {net: np.zeros(S, np.int64) for net in ("actor", "qf1", "qf2")}
         run.actor = HostActor(learner) if learner.actor_device is not None else None
         if run.actor is not None:
             run.act_keys = jax.device_put(run.act_keys, learner.actor_device)
@@ -211,7 +212,21 @@ class PhaseRun:
             self.state, info = self.learner.update(
                 self.state, buffer, self.device.pre, jnp.int32(self.grad_step),
                 self.episodes.active)  # host bools: the learner picks its update by them
-            self.grad_step += self.dom.updates_per_chunk()
+            before, self.grad_step = self.grad_step, self.grad_step + self.dom.updates_per_chunk()
+            every = self.config.redo_every
+            if self.learner.spec.redo and before // every != self.grad_step // every:
+                keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(
+                    self.device.task_keys, self.grad_step)
+                new, counts = self.learner.redo(self.state, buffer, keys)
+                active = self.episodes.active  # a seed past its threshold keeps its networks
+                if not active.all():
+                    mask = jnp.asarray(active)
+                    new = jax.tree.map(lambda n, o: jnp.where(
+                        mask.reshape(-1, *[1] * (n.ndim - 1)), n, o), new, self.state)
+                    counts = {k: jnp.where(mask, v, 0) for k, v in counts.items()}
+                self.state = new
+                for net, n in jax.device_get(counts).items():
+                    self.redo_resets[net] += np.asarray(n, np.int64)
             info, at = self.actor.swap(info, self.steps) if self.actor else (info, self.steps)
             if info is not None:
                 info = jax.device_get(info)  # a few scalars
@@ -328,6 +343,10 @@ class PhaseRun:
             # `update_norm_from_step` when the phase was resumed). See method.plasticity.
             "plasticity": plasticity,
             "update_norm_from_step": self.resumed_at,
+            # ReDo: per seed, units reset per network during the phase (since that step).
+            "redo_resets": ([{k: int(v[s]) for k, v in self.redo_resets.items()}
+                             for s in range(len(ep.recent))]
+                            if self.learner.spec.redo else None),
         }
 
 
