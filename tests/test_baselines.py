@@ -225,12 +225,22 @@ def test_plasticity_metrics_on_a_worked_example():
     phi = jnp.array([[10.0, 0, 0], [0, 1.0, 0], [0, 0, 0.05], [7.0, 7.0, 7.0]])
     assert int(method.feature_srank(phi, jnp.array([True, True, True, False]))) == 2
     assert int(method.feature_srank(phi[:3], jnp.ones(3, bool), delta=0.001)) == 3
+    # The host path of the training loop: the same ranks from the Gram matrix.
+    gram = method.feature_gram(phi, jnp.array([True, True, True, False]))
+    np.testing.assert_allclose(gram, np.diag([100.0, 1.0, 0.0025]), rtol=1e-6)
+    assert method.srank_from_gram(gram) == 2
+    assert method.srank_from_gram(np.stack([gram, gram]), delta=0.001).tolist() == [3, 3]
     np.testing.assert_allclose(method.tree_norm({"a": jnp.array([3.0]), "b": jnp.array([[4.0]])}),
                                5.0)
     m = method.plasticity_metrics({"actor": acts}, valid, {"actor": {"w": jnp.ones(4)}})
     np.testing.assert_allclose(m["actor"]["param_norm"], 2.0)
     # The last hidden layer is fc1: features [[0.1, 10], [0.1, 10]] have rank 1.
     assert int(m["actor"]["feature_srank"]) == 1
+    g = method.plasticity_metrics({"actor": acts}, valid, {"actor": {"w": jnp.ones(4)}}, "gram")
+    assert "feature_srank" not in g["actor"] and method.srank_from_gram(
+        g["actor"]["feature_gram"]) == 1
+    with pytest.raises(ValueError, match=r"unknown srank 'qr'; valid choices: \('svd', 'gram'\)"):
+        method.plasticity_metrics({"actor": acts}, valid, {"actor": {}}, "qr")
 
 
 def test_shrink_perturb_by_hand():
@@ -319,3 +329,33 @@ def test_redo_through_the_loop(tmp_path):
     with pytest.raises(ValueError, match="acts during phase 1's training"):
         training.train_and_evaluate(tiny_config(method="redo", fork_from=str(src), **kw),
                                     str(tmp_path / "bad"))
+
+
+def test_cbp_replaces_the_lowest_utility_mature_unit():
+    """Layer fc0 (3 units) feeds fc1 (2 units) then the head. Utility = mean |h| * sum
+    |w_out|: mean |h| = [1, 2, 4], fc1's rows sum to [3, 1, 1], so [3, 2, 4]; with all units
+    mature and rho * 3 units * 4 steps = 1.2 replacements owed, exactly unit 1 (utility 2)
+    is replaced: fresh incoming weights, zero outgoing row, age and utility 0, 0.2 carried."""
+    params = {"params": {"fc0": {"kernel": jnp.ones((2, 3)), "bias": jnp.zeros(3)},
+                         "fc1": {"kernel": jnp.array([[1.0, -2.0], [0.5, 0.5], [1.0, 0.0]]),
+                                 "bias": jnp.zeros(2)},
+                         "head": {"kernel": jnp.ones((2, 1)), "bias": jnp.zeros(1)}}}
+    fresh = jax.tree.map(lambda x: x + 7.0, params)
+    acts = {"fc0": jnp.array([[1.0, -2.0, 4.0], [1.0, 2.0, 4.0]]),
+            "fc1": jnp.array([[1.0, 1.0], [1.0, 1.0]])}
+    util = method.contribution_utility(acts, jnp.ones(2, bool), params)
+    np.testing.assert_allclose(util["fc0"], [3.0, 2.0, 4.0])
+    state = method.cbp_init({"fc0": 3, "fc1": 2})
+    state = state._replace(age={"fc0": jnp.array([50, 50, 50]), "fc1": jnp.array([0, 0])})
+    new, touched, state, replaced = method.cbp_step(params, fresh, state, util, steps=4,
+                                                    decay=0.99, rate=0.1, maturity=20)
+    assert replaced["fc0"].tolist() == [False, True, False]
+    assert replaced["fc1"].tolist() == [False, False]  # not mature (age 4 <= 20)
+    k0 = new["params"]["fc0"]["kernel"]
+    np.testing.assert_array_equal(k0[:, 1], [8.0, 8.0])
+    np.testing.assert_array_equal(k0[:, 0], [1.0, 1.0])
+    np.testing.assert_array_equal(new["params"]["fc1"]["kernel"][1], [0.0, 0.0])
+    np.testing.assert_array_equal(new["params"]["fc1"]["kernel"][0], [1.0, -2.0])
+    assert bool(touched["params"]["fc1"]["kernel"][1].all())
+    assert state.age["fc0"].tolist() == [54, 0, 54] and float(state.util["fc0"][1]) == 0.0
+    np.testing.assert_allclose(state.owed["fc0"], 0.2, atol=1e-6)

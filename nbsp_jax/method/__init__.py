@@ -39,13 +39,24 @@ from nbsp_jax.method.masks import (
 from nbsp_jax.method.plasticity import (
     DORMANT_TAUS,
     dormant_fraction,
+    feature_gram,
     feature_srank,
     forward_order,
     plasticity_metrics,
+    srank_from_gram,
     tree_norm,
 )
 from nbsp_jax.method.replay import replay_sampler, replay_step
-from nbsp_jax.method.resets import dormant_units, redo, reset_adam_moments, shrink_perturb
+from nbsp_jax.method.resets import (
+    CBPState,
+    cbp_init,
+    cbp_step,
+    contribution_utility,
+    dormant_units,
+    redo,
+    reset_adam_moments,
+    shrink_perturb,
+)
 from nbsp_jax.method.scores import (
     activation_scores,
     constant_units,
@@ -69,8 +80,9 @@ from nbsp_jax.method.switches import (
 )
 
 __all__ = [
-    "DORMANT_TAUS", "dormant_fraction", "dormant_units", "feature_srank", "forward_order",
-    "plasticity_metrics", "redo", "reset_adam_moments", "tree_norm",
+    "DORMANT_TAUS", "dormant_fraction", "dormant_units", "feature_gram", "feature_srank",
+    "forward_order", "plasticity_metrics", "srank_from_gram", "redo", "reset_adam_moments",
+    "tree_norm", "CBPState", "cbp_init", "cbp_step", "contribution_utility",
     "MASK_PLACEMENTS", "MASK_POLICIES", "MASK_TARGETS", "METHODS", "NETWORKS", "SCORE_WINDOWS",
     "SELECTORS", "EWCState", "GoalRecorder", "MaskedScaleState", "MethodSpec",
     "activation_scores", "build_masks", "consolidate", "constant_units", "diagonal_fisher",

@@ -17,6 +17,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 # The dormant thresholds reported (tau), as names of the metrics.
 DORMANT_TAUS = {"dormant_0": 0.0, "dormant_0.1": 0.1}
@@ -45,6 +46,24 @@ def feature_srank(features: jax.Array, valid: jax.Array, delta: float = SRANK_DE
     return (jnp.sum(cum < 1.0 - delta) + 1).astype(jnp.int32)
 
 
+def feature_gram(features: jax.Array, valid: jax.Array) -> jax.Array:
+    """``Phi^T Phi [N, N]`` over the valid rows of ``features [T, N]``: its eigenvalues are the
+    squared singular values of ``Phi``, so :func:`srank_from_gram` gives ``srank`` from it on
+    the host."""
+    phi = features * valid.astype(features.dtype)[:, None]
+    return phi.T @ phi
+
+
+def srank_from_gram(gram, delta: float = SRANK_DELTA) -> np.ndarray:
+    """``srank_delta`` from Gram matrices ``[..., N, N]`` (numpy, float64 eigenvalues): int
+    ``[...]``. The training loop takes this path, because a LAPACK SVD inside a computation
+    split over several CPU devices (``shard_map``) was seen to hang."""
+    eig = np.linalg.eigvalsh(np.asarray(gram, np.float64))
+    sv = np.sqrt(np.clip(eig, 0.0, None))[..., ::-1]
+    cum = np.cumsum(sv, axis=-1) / np.maximum(sv.sum(-1, keepdims=True), 1e-12)
+    return (np.sum(cum < 1.0 - delta, axis=-1) + 1).astype(np.int64)
+
+
 def tree_norm(tree: Any) -> jax.Array:
     """The L2 norm of all leaves of ``tree`` together."""
     return jnp.sqrt(sum(jnp.sum(jnp.square(x)) for x in jax.tree.leaves(tree)))
@@ -64,7 +83,8 @@ def last_hidden(layer_acts: dict) -> str:
     return forward_order(layer_acts)[-1]
 
 
-def plasticity_metrics(acts: dict, valid: jax.Array, params: dict) -> dict:
+def plasticity_metrics(acts: dict, valid: jax.Array, params: dict,
+                       srank: str = "svd") -> dict:
     """Per network: the dormant fractions of :data:`DORMANT_TAUS`, the last hidden layer's
     ``feature_srank`` and ``param_norm``.
 
@@ -72,15 +92,23 @@ def plasticity_metrics(acts: dict, valid: jax.Array, params: dict) -> dict:
       acts: ``{net: {layer: [T, N]}}`` (:func:`nbsp_jax.method.record_networks`).
       valid: bool ``[T]``.
       params: ``{net: params}``, the same networks.
+      srank: ``'svd'`` computes ``feature_srank`` here; ``'gram'`` returns the last hidden
+        layer's ``feature_gram [N, N]`` instead, for :func:`srank_from_gram` on the host.
 
     Returns:
-      ``{net: {metric: scalar}}``.
+      ``{net: {metric: scalar}}`` (``feature_gram``: ``[N, N]``).
     """
+    if srank not in ("svd", "gram"):
+        raise ValueError(f"unknown srank {srank!r}; valid choices: ('svd', 'gram')")
     out = {}
     for net, layer_acts in acts.items():
         m = {name: dormant_fraction(layer_acts, valid, tau)
              for name, tau in DORMANT_TAUS.items()}
-        m["feature_srank"] = feature_srank(layer_acts[last_hidden(layer_acts)], valid)
+        last = layer_acts[last_hidden(layer_acts)]
+        if srank == "svd":
+            m["feature_srank"] = feature_srank(last, valid)
+        else:
+            m["feature_gram"] = feature_gram(last, valid)
         m["param_norm"] = tree_norm(params[net])
         out[net] = m
     return out

@@ -57,6 +57,7 @@ class EndOfTask(NamedTuple):
     skill: dict
     constant: dict
     plasticity: dict  # {net: {metric: [S]}}: method.plasticity_metrics, before the masks
+    #                   (with 'feature_gram' [S, N, N] in place of 'feature_srank')
 
 
 def over_seeds(fn, mode: str, in_axes):
@@ -163,8 +164,9 @@ def end_of_task(config, domain: Domain, agent, spec: method.MethodSpec):
             config.constant_neurons == "neutral", domain.record_chunk,
             domain.critic_takes_action, acts=acts)
         p = state.params
+        # The feature rank from the Gram matrix, on the host (no SVD in a sharded program).
         plasticity = method.plasticity_metrics(
-            acts, valid, {"actor": p.actor, "qf1": p.q["qf1"], "qf2": p.q["qf2"]})
+            acts, valid, {"actor": p.actor, "qf1": p.q["qf1"], "qf2": p.q["qf2"]}, "gram")
         masks, skill = method.build_masks(scores, rank, config.skill_proportion,
                                           config.mask_alpha, spec.hard)
         if spec.masks:

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
-from nbsp_jax.method import scoring_goal
+from nbsp_jax.method import scoring_goal, srank_from_gram
 from nbsp_jax.training.learner import Learner
 from nbsp_jax.training.state import PROBES
 from nbsp_jax.types import Recorded
@@ -61,6 +61,8 @@ def score_task(config, learner: Learner, state, rec: Recorded, keys, workdir: st
         print(f"[nbsp] seed {config.seed_offset + s}, task {task}: units constant over the "
               "scoring window: " + ", ".join(f"{k} {c}/{n}" for k, (c, n) in counts.items()))
     plasticity = jax.device_get(out.plasticity)
+    for m in plasticity.values():
+        m["feature_srank"] = srank_from_gram(m.pop("feature_gram"))
     per_seed = [{net: {k: float(v[s]) for k, v in m.items()} for net, m in plasticity.items()}
                 for s in range(goal.shape[0])]
     return out.state, kinds, constant, per_seed
