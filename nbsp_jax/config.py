@@ -159,6 +159,13 @@ def _baseline_fields(c: ml_collections.ConfigDict) -> None:
     # unit's normalised activity on a batch (ReDo's 0.1).
     c.redo_every = 1000
     c.redo_tau = 0.1
+    # --- CBP (method='cbp'; Dohare et al. 2024, nbsp_jax.method.cbp_step) ---
+    # Running-mean factor of the utility per gradient step and replacement rate (the
+    # reference GnT class's 0.99 and 1e-4), and the maturity threshold in gradient steps
+    # (the reference code uses 20 in GnT and 100 in its ContinualBackprop class).
+    c.cbp_decay = 0.99
+    c.cbp_rate = 1e-4
+    c.cbp_maturity = 100
 
 
 def _loop_fields(c: ml_collections.ConfigDict) -> None:
@@ -366,6 +373,12 @@ def validate(c: ml_collections.ConfigDict) -> None:
         raise ValueError(f"config.redo_every must be an int >= 1, got {c.redo_every!r}")
     if not 0.0 <= c.redo_tau < 1.0:
         raise ValueError(f"config.redo_tau must lie in [0, 1), got {c.redo_tau!r}")
+    if not 0.0 < c.cbp_decay < 1.0:
+        raise ValueError(f"config.cbp_decay must lie in (0, 1), got {c.cbp_decay!r}")
+    if not 0.0 <= c.cbp_rate < 1.0:
+        raise ValueError(f"config.cbp_rate must lie in [0, 1), got {c.cbp_rate!r}")
+    if not isinstance(c.cbp_maturity, int) or c.cbp_maturity < 0:
+        raise ValueError(f"config.cbp_maturity must be an int >= 0, got {c.cbp_maturity!r}")
     for name in ("sp_shrink", "sp_perturb"):
         if not 0.0 <= c[name] <= 1.0:
             raise ValueError(f"config.{name} must lie in [0, 1], got {c[name]!r}")

@@ -126,6 +126,7 @@ def test_ewc_cycle_pins_the_parameters_task_one_needs(tmp_path):
 BASELINES = {"ewc": ("--config.method=ewc",),
              "shrink_perturb": ("--config.method=shrink_perturb",),
              "redo": ("--config.method=redo", "--config.redo_every=64"),
+             "cbp": ("--config.method=cbp",),
              "crelu": ("--config.activation=crelu",)}
 
 
@@ -359,3 +360,23 @@ def test_cbp_replaces_the_lowest_utility_mature_unit():
     assert bool(touched["params"]["fc1"]["kernel"][1].all())
     assert state.age["fc0"].tolist() == [54, 0, 54] and float(state.util["fc0"][1]) == 0.0
     np.testing.assert_allclose(state.owed["fc0"], 0.2, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_cbp_through_the_loop(tmp_path):
+    """method='cbp' with a high replacement rate: units are replaced in each phase (counted
+    per network in results.json), CBP's chunk step compiles once, and a fork from another
+    method's run is refused (CBP acts in phase 1)."""
+    kw = dict(tasks=("reach", "window-open"), steps_per_task=400, learning_starts=100)
+    r = training.train_and_evaluate(
+        tiny_config(method="cbp", cbp_rate=0.01, cbp_maturity=10, **kw), str(tmp_path / "cbp"))
+    assert r["compilations"]["cbp"] == 1 and r["compilations"]["update"] == 1
+    for phase in r["phases"]:
+        assert phase["redo_resets"] is None
+        replaced = phase["cbp_replacements"]
+        assert len(replaced) == 2 and all(s["actor"] > 0 and s["qf1"] > 0 for s in replaced)
+    src = tmp_path / "sac"
+    training.train_and_evaluate(tiny_config(method="sac", save_fork_point=True, **kw), str(src))
+    with pytest.raises(ValueError, match="acts during phase 1's training"):
+        training.train_and_evaluate(tiny_config(method="cbp", fork_from=str(src), **kw),
+                                    str(tmp_path / "fork"))

@@ -16,6 +16,8 @@ method         masks  replay  mask values
                                   task switch)
 ``redo``       no     no      -  (baseline: :func:`nbsp_jax.method.redo` every
                                   ``redo_every`` gradient steps)
+``cbp``        no     no      -  (baseline: :func:`nbsp_jax.method.cbp_step` after every
+                                  chunk of updates)
 =============  =====  ======  ===========
 """
 
@@ -39,6 +41,12 @@ class MethodSpec(NamedTuple):
     ewc: bool = False  # EWC's penalty in both optimizers, consolidated at each task's end
     shrink_perturb: bool = False  # Shrink & Perturb of every network at each task switch
     redo: bool = False  # ReDo's dormant-unit resets during training
+    cbp: bool = False  # continual backprop's generate-and-test during training
+
+    @property
+    def acts_in_phase_one(self) -> bool:
+        """Whether the method changes phase 1's training (then it cannot fork)."""
+        return self.redo or self.cbp
 
 
 METHODS = {
@@ -50,6 +58,7 @@ METHODS = {
     "ewc": MethodSpec(False, False, False, ewc=True),
     "shrink_perturb": MethodSpec(False, False, False, shrink_perturb=True),
     "redo": MethodSpec(False, False, False, redo=True),
+    "cbp": MethodSpec(False, False, False, cbp=True),
 }
 
 

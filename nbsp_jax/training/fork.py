@@ -25,7 +25,7 @@ FORK_FREE = ("method", "selector", "mask_target", "mask_policy", "mask_placement
              "fork_from", "save_fork_point", "save_score_record", "eval_episodes", "progress",
              "checkpoint_every_s", "log_every_steps", "ewc_lambda", "ewc_critic_lambda",
              "ewc_decay", "sp_shrink", "sp_perturb")
-# Not fork-free: redo_every and redo_tau act during phase 1's training.
+# Not fork-free: redo_* and cbp_* act during phase 1's training.
 
 
 def check_fork_source(config) -> dict:
@@ -46,7 +46,7 @@ def check_fork_source(config) -> dict:
             f"config.fork_from={config.fork_from!r} has no fork point ({FORK_POINT}/): run it "
             "with --config.save_fork_point=True, or wait until its phase 1 has trained")
     src_fields = read_config(os.path.join(src, "config.json"))
-    if method_spec(config.method).redo and src_fields.get("method") != config.method:
+    if method_spec(config.method).acts_in_phase_one and src_fields.get("method") != config.method:
         raise ValueError(
             f"config.method={config.method!r} acts during phase 1's training, so it cannot "
             f"start from the fork point of a {src_fields.get('method')!r} run "

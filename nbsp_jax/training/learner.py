@@ -43,6 +43,7 @@ class Learner(NamedTuple):
     change: callable  # (params, params0) -> {net: [S]}: L2 norm of each network's change
     task_switch: callable  # (state, keys [S]) -> state: the method's reset between tasks
     redo: callable  # (state, buffer, keys [S]) -> (state, {net: [S] units reset}): ReDo
+    cbp: callable  # (state, cbp, buffer, keys [S]) -> (state, cbp, {net: [S] replaced}): CBP
 
 
 class EndOfTask(NamedTuple):
@@ -237,6 +238,37 @@ def task_switch(config, domain: Domain, agent):
     return switch
 
 
+def _reset_batch(domain: Domain, agent, state, buffer, key):
+    """One seed's batch of ``batch_size`` current-task transitions, its hidden activations
+    ``{net: {layer: [B, N]}}`` (forward order), every row valid, and a fresh init of the
+    networks as ``{net: params}``."""
+    k_batch, k_init = jax.random.split(key)
+    sampler = domain.sampler(agent, buffer)
+    batch = sampler.take(jax.tree.map(lambda x: x[0], sampler.draw(k_batch, 1)), 0)
+    acts = method.record_networks(agent, state, batch.obs, batch.action,
+                                  domain.record_chunk, domain.critic_takes_action)
+    acts = {net: {k: a[k] for k in method.forward_order(a)} for net, a in acts.items()}
+    fresh = domain.init_state(agent, k_init).params
+    fresh = {"actor": fresh.actor, "qf1": fresh.q["qf1"], "qf2": fresh.q["qf2"]}
+    return acts, jnp.ones(batch.obs.shape[0], bool), fresh
+
+
+def _nets(params) -> dict:
+    return {"actor": params.actor, "qf1": params.q["qf1"], "qf2": params.q["qf2"]}
+
+
+def _with_resets(state, new: dict, touched: dict):
+    """``state`` with the networks ``new`` (``{net: params}``) and zero Adam moments where
+    ``touched``."""
+    p = state.params
+    opt = state.opt._replace(
+        actor=method.reset_adam_moments(state.opt.actor, touched["actor"]),
+        q=method.reset_adam_moments(state.opt.q, {"qf1": touched["qf1"],
+                                                  "qf2": touched["qf2"]}))
+    q = {"qf1": new["qf1"], "qf2": new["qf2"]}
+    return state._replace(params=p._replace(actor=new["actor"], q=q), opt=opt)
+
+
 def redo_step(config, domain: Domain, agent):
     """One seed's ``(state, buffer, key) -> (state, {net: units reset})``: ReDo on a batch
     of ``batch_size`` transitions of the current-task buffer: every unit of the actor and
@@ -244,36 +276,50 @@ def redo_step(config, domain: Domain, agent):
     of its incoming weights, zero outgoing weights and zero Adam moments
     (:func:`nbsp_jax.method.redo`). Targets follow by Polyak averaging (or the next copy)."""
     def step(state, buffer, key):
-        k_batch, k_init = jax.random.split(key)
-        sampler = domain.sampler(agent, buffer)
-        batch = sampler.take(jax.tree.map(lambda x: x[0], sampler.draw(k_batch, 1)), 0)
-        acts = method.record_networks(agent, state, batch.obs, batch.action,
-                                      domain.record_chunk, domain.critic_takes_action)
-        valid = jnp.ones(batch.obs.shape[0], bool)
-        fresh = domain.init_state(agent, k_init).params
-        p, counts, touched = state.params, {}, {}
-        old = {"actor": p.actor, "qf1": p.q["qf1"], "qf2": p.q["qf2"]}
-        new_fresh = {"actor": fresh.actor, "qf1": fresh.q["qf1"], "qf2": fresh.q["qf2"]}
-        new = {}
+        acts, valid, fresh = _reset_batch(domain, agent, state, buffer, key)
+        old, new, touched, counts = _nets(state.params), {}, {}, {}
         for net, layer_acts in acts.items():
-            ordered = {k: layer_acts[k] for k in method.forward_order(layer_acts)}
-            dormant = method.dormant_units(ordered, valid, config.redo_tau)
-            new[net], touched[net] = method.redo(old[net], new_fresh[net], dormant)
+            dormant = method.dormant_units(layer_acts, valid, config.redo_tau)
+            new[net], touched[net] = method.redo(old[net], fresh[net], dormant)
             counts[net] = sum(d.sum() for d in dormant.values())
-        q = {"qf1": new["qf1"], "qf2": new["qf2"]}
-        opt = state.opt._replace(
-            actor=method.reset_adam_moments(state.opt.actor, touched["actor"]),
-            q=method.reset_adam_moments(state.opt.q, {"qf1": touched["qf1"],
-                                                      "qf2": touched["qf2"]}))
-        return state._replace(params=p._replace(actor=new["actor"], q=q), opt=opt), counts
+        return _with_resets(state, new, touched), counts
+
+    return step
+
+
+def cbp_widths(domain: Domain, agent, state) -> dict:
+    """``{net: {layer: N}}``: the hidden widths of one seed's networks (shapes only)."""
+    obs = jnp.zeros((1, *domain.obs_shape), domain.obs_dtype)
+    action = jnp.zeros((1, *domain.action_shape), domain.action_dtype)
+    acts = jax.eval_shape(lambda s: method.record_networks(
+        agent, s, obs, action, domain.record_chunk, domain.critic_takes_action), state)
+    return {net: {k: a.shape[-1] for k, a in layers.items()} for net, layers in acts.items()}
+
+
+def cbp_chunk(config, domain: Domain, agent):
+    """One seed's ``(state, cbp, buffer, key) -> (state, cbp, {net: units replaced})``:
+    continual backprop over one chunk of ``updates_per_chunk`` gradient steps, with the
+    contribution utility of a batch of the current-task buffer
+    (:func:`nbsp_jax.method.cbp_step`; ``cbp`` is ``{net: CBPState}``)."""
+    steps = domain.updates_per_chunk()
+
+    def step(state, cbp, buffer, key):
+        acts, valid, fresh = _reset_batch(domain, agent, state, buffer, key)
+        old, new, touched, counts, stats = _nets(state.params), {}, {}, {}, {}
+        for net, layer_acts in acts.items():
+            util = method.contribution_utility(layer_acts, valid, old[net])
+            new[net], touched[net], stats[net], replaced = method.cbp_step(
+                old[net], fresh[net], cbp[net], util, steps, config.cbp_decay,
+                config.cbp_rate, config.cbp_maturity)
+            counts[net] = sum(r.sum() for r in replaced.values())
+        return _with_resets(state, new, touched), stats, counts
 
     return step
 
 
 def param_change(params, params0) -> dict:
     """One seed's ``{net: ||theta - theta0||_2}`` for the actor and both critics."""
-    nets = lambda p: {"actor": p.actor, "qf1": p.q["qf1"], "qf2": p.q["qf2"]}
-    new, old = nets(params), nets(params0)
+    new, old = _nets(params), _nets(params0)
     return {k: method.tree_norm(jax.tree.map(jnp.subtract, new[k], old[k])) for k in new}
 
 
@@ -356,6 +402,7 @@ def make_learner(config: ml_collections.ConfigDict,
         change=jax.jit(jax.vmap(param_change)),
         task_switch=jax.jit(seeded(jax.vmap(task_switch(config, domain, agent)), (0, 0))),
         redo=jax.jit(seeded(jax.vmap(redo_step(config, domain, agent)), (0, 0, 0))),
+        cbp=jax.jit(seeded(jax.vmap(cbp_chunk(config, domain, agent)), (0, 0, 0, 0))),
         store=jax.jit(seeded(jax.vmap(domain.store, in_axes=(0, 0, 0, None)), (0, 0, 0, None)),
                       donate_argnums=0),
     )
@@ -373,6 +420,8 @@ def compilations(learner: Learner) -> dict:
         names.append("task_switch")
     if learner.spec.redo:
         names.append("redo")
+    if learner.spec.cbp:
+        names.append("cbp")
     if learner.update_gated._cache_size():  # compiled once some seed stopped early
         names.append("update_gated")
     counts = {name: getattr(learner, name)._cache_size() for name in names}

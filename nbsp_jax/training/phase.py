@@ -215,24 +215,39 @@ class PhaseRun:
             before, self.grad_step = self.grad_step, self.grad_step + self.dom.updates_per_chunk()
             every = self.config.redo_every
             if self.learner.spec.redo and before // every != self.grad_step // every:
-                keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(
-                    self.device.task_keys, self.grad_step)
-                new, counts = self.learner.redo(self.state, buffer, keys)
-                active = self.episodes.active  # a seed past its threshold keeps its networks
-                if not active.all():
-                    mask = jnp.asarray(active)
-                    new = jax.tree.map(lambda n, o: jnp.where(
-                        mask.reshape(-1, *[1] * (n.ndim - 1)), n, o), new, self.state)
-                    counts = {k: jnp.where(mask, v, 0) for k, v in counts.items()}
-                self.state = new
-                for net, n in jax.device_get(counts).items():
-                    self.redo_resets[net] += np.asarray(n, np.int64)
+                new, counts = self.learner.redo(self.state, buffer, self.reset_keys())
+                (self.state,), counts = self.gate_resets((new,), (self.state,), counts)
+            if self.learner.spec.cbp:
+                state, cbp, counts = self.learner.cbp(self.state, self.device.cbp, buffer,
+                                                      self.reset_keys())
+                (self.state, cbp), counts = self.gate_resets(
+                    (state, cbp), (self.state, self.device.cbp), counts)
+                self.device = self.device._replace(cbp=cbp)
             info, at = self.actor.swap(info, self.steps) if self.actor else (info, self.steps)
             if info is not None:
                 info = jax.device_get(info)  # a few scalars
                 check_finite(info, self.phase, self.task, at)
         self.timers["learn_s"] += time.perf_counter() - t0
         return info
+
+    def reset_keys(self) -> jax.Array:
+        """Per-seed keys ``[S]`` of a reset (ReDo, CBP) at the current gradient step."""
+        return jax.vmap(jax.random.fold_in, in_axes=(0, None))(self.device.task_keys,
+                                                                self.grad_step)
+
+    def gate_resets(self, new: tuple, old: tuple, counts: dict) -> tuple[tuple, dict]:
+        """Keeps ``old`` (trees with a seed axis) for the seeds past their success threshold,
+        adds the other seeds' ``counts`` of reset units to ``redo_resets``; returns the
+        gated trees and counts."""
+        active = self.episodes.active
+        if not active.all():
+            mask = jnp.asarray(active)
+            new = jax.tree.map(lambda n, o: jnp.where(
+                mask.reshape(-1, *[1] * (n.ndim - 1)), n, o), new, old)
+            counts = {k: jnp.where(mask, v, 0) for k, v in counts.items()}
+        for net, n in jax.device_get(counts).items():
+            self.redo_resets[net] += np.asarray(n, np.int64)
+        return new, counts
 
     def snapshot(self) -> tuple[DeviceState, HostState]:
         """The run as it stands mid-phase, to checkpoint."""
@@ -320,6 +335,8 @@ class PhaseRun:
                 plasticity: list) -> dict:
         """The phase's entry of ``results.json['phases']``."""
         ep, name = self.episodes, self.dom.sr_name
+        resets = [{k: int(v[s]) for k, v in self.redo_resets.items()}
+                  for s in range(len(ep.recent))]
         return {
             "task": self.task,
             "env_steps": self.steps,
@@ -343,10 +360,10 @@ class PhaseRun:
             # `update_norm_from_step` when the phase was resumed). See method.plasticity.
             "plasticity": plasticity,
             "update_norm_from_step": self.resumed_at,
-            # ReDo: per seed, units reset per network during the phase (since that step).
-            "redo_resets": ([{k: int(v[s]) for k, v in self.redo_resets.items()}
-                             for s in range(len(ep.recent))]
-                            if self.learner.spec.redo else None),
+            # ReDo / CBP: per seed, units reset (replaced) per network during the phase
+            # (since that step).
+            "redo_resets": resets if self.learner.spec.redo else None,
+            "cbp_replacements": resets if self.learner.spec.cbp else None,
         }
 
 

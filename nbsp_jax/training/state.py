@@ -18,9 +18,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nbsp_jax.method import GoalRecorder
+from nbsp_jax.method import GoalRecorder, cbp_init
 from nbsp_jax.training import sharding as sh
-from nbsp_jax.training.learner import Learner, seed_keys
+from nbsp_jax.training.learner import Learner, cbp_widths, seed_keys
 from nbsp_jax.workdir.checkpoint import Checkpointer
 
 # Layout number of a checkpoint's device dict and host JSON.
@@ -40,9 +40,11 @@ class DeviceState(NamedTuple):
     task_keys: jax.Array  # PRNG keys split once per task (scoring, replay storage)
     recorder: dict  # the goal recorder's arrays (GoalRecorder.arrays)
     probes: dict | None = None  # {'obs': [S, H, PROBES, ...], 'ref': [S, H, ...]}; Meta-World
+    cbp: dict | None = None  # {net: CBPState} of [S, ...] arrays; method='cbp' only
 
 
-_SEEDED = ("state", "buffer", "pre", "act_keys", "task_keys", "probes")  # recorder: [T, S, ..]
+# Fields with a leading seed axis (the recorder's is [T, S, ...]).
+_SEEDED = ("state", "buffer", "pre", "act_keys", "task_keys", "probes", "cbp")
 
 
 @dataclasses.dataclass
@@ -113,8 +115,14 @@ def init_run(config, learner: Learner, num_phases: int) -> tuple[DeviceState, Ho
                              jnp.zeros((S, PROBES, *dom.obs_shape), dom.obs_dtype))
         probes = {"obs": jnp.zeros((S, num_phases, PROBES, *dom.obs_shape), dom.obs_dtype),
                   "ref": jnp.zeros((S, num_phases, *out.shape[1:]), out.dtype)}
+    cbp = None
+    if learner.spec.cbp:  # CBP's utilities and ages, zero for every seed
+        one = jax.tree.map(lambda x: x[0], state)
+        widths = cbp_widths(dom, learner.agent, one)
+        cbp = jax.tree.map(lambda x: jnp.broadcast_to(x, (S, *x.shape)),
+                           {net: cbp_init(w) for net, w in widths.items()})
     device = DeviceState(state, fresh_buffer(config, dom, learner.mesh), pre, act_keys,
-                         task_keys, recorder.arrays(), probes)
+                         task_keys, recorder.arrays(), probes, cbp)
     seed = [config.seed, config.seed_offset] if config.seed_offset else config.seed
     host = HostState(
         phase=0, steps=0, grad_step=0, saves=0, restarts=0, wall_s=0.0, seed_steps=[0] * S,
