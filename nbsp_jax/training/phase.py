@@ -150,7 +150,7 @@ class PhaseRun:
         # copy, since the update donates the state's buffers.
         run.params0 = jax.tree.map(jnp.copy, device.state.params)
         run.resumed_at = host.steps
-        run.redo_resets = {net: np.zeros(S, np.int64) for net in ("actor", "qf1", "qf2")}
+        run.redo_resets = {net: jnp.zeros(S, jnp.int32) for net in ("actor", "qf1", "qf2")}
         run.actor = HostActor(learner) if learner.actor_device is not None else None
         if run.actor is not None:
             run.act_keys = jax.device_put(run.act_keys, learner.actor_device)
@@ -245,8 +245,9 @@ class PhaseRun:
             new = jax.tree.map(lambda n, o: jnp.where(
                 mask.reshape(-1, *[1] * (n.ndim - 1)), n, o), new, old)
             counts = {k: jnp.where(mask, v, 0) for k, v in counts.items()}
-        for net, n in jax.device_get(counts).items():
-            self.redo_resets[net] += np.asarray(n, np.int64)
+        # Summed on the device: no host sync per chunk (read once, in the phase's summary).
+        for net, n in counts.items():
+            self.redo_resets[net] = self.redo_resets[net] + n
         return new, counts
 
     def snapshot(self) -> tuple[DeviceState, HostState]:
@@ -335,8 +336,8 @@ class PhaseRun:
                 plasticity: list) -> dict:
         """The phase's entry of ``results.json['phases']``."""
         ep, name = self.episodes, self.dom.sr_name
-        resets = [{k: int(v[s]) for k, v in self.redo_resets.items()}
-                  for s in range(len(ep.recent))]
+        totals = jax.device_get(self.redo_resets)
+        resets = [{k: int(v[s]) for k, v in totals.items()} for s in range(len(ep.recent))]
         return {
             "task": self.task,
             "env_steps": self.steps,
