@@ -12,7 +12,8 @@ resumed from its checkpoints (the train CLI resumes a workdir that holds the sam
 rerunning the same command after an interruption continues where it stopped. Arguments after
 ``--`` are passed to every train command (e.g. ``-- --config.steps_per_task=2000``). By
 default every arm starts from the ``sac`` arm's end of phase 1 (``--config.fork_from``; the
-``sac`` arm then runs first): phase 1 is the same computation for every method, so the arms
+``sac`` arm first trains phase 1 alone, then the other arms run, then the ``sac`` arm's phase 2
+if it is among the arms): phase 1 is the same computation for every method, so the arms
 are compared paired, on the same phase-1 network and data, at half the cost
 (``--no-fork`` trains phase 1 in every arm).
 
@@ -41,6 +42,7 @@ from typing import Any
 import numpy as np
 
 from nbsp_jax import metrics
+from nbsp_jax.training.phase import FORK_POINT
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = os.path.join(ROOT, "configs")
@@ -167,6 +169,26 @@ def train_command(pair: str, arm: str, *, runs: str, seeds: int, variant: str,
             "--config.progress=False", *ARMS[arm],
             *([f"--config.fork_from={workdir_of(runs, pair, FORK_SOURCE)}"]
               if fork and arm != FORK_SOURCE else []), *extra]
+
+
+def run_order(arms: Sequence[str], fork: bool) -> list[tuple[str, int]]:
+    """The order in which the arms run, as ``(arm, stop_after_phase)`` jobs (0: to the end).
+
+    Without forking, ``arms`` in order. With it, the ``FORK_SOURCE`` arm first trains phase 1
+    only (``--config.stop_after_phase=1``, which writes its fork point), then the other arms run
+    from that fork point, and the source arm's later phases come last (when it is asked for),
+    so that the methods' results do not wait for the source's whole run.
+    """
+    if not fork:
+        return [(arm, 0) for arm in arms]
+    return ([(FORK_SOURCE, 1)] + [(arm, 0) for arm in arms if arm != FORK_SOURCE]
+            + ([(FORK_SOURCE, 0)] if FORK_SOURCE in arms else []))
+
+
+def has_fork_point(workdir: str) -> bool:
+    """True when ``workdir`` holds a written fork point (its phase 1 has trained)."""
+    points = os.path.join(workdir, FORK_POINT, "checkpoints")
+    return os.path.isdir(points) and bool(os.listdir(points))
 
 
 def run_arm(cmd: Sequence[str], log_path: str) -> int:
@@ -533,18 +555,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         for pair in a.pair:
             collect_and_write(a.runs, a.out, pair, a.arms, command=command, commit=commit)
         return 0
-    arms = ([FORK_SOURCE] if a.fork and FORK_SOURCE not in a.arms else []) + a.arms
-    jobs = [(pair, arm) for pair in a.pair for arm in arms]
+    jobs = [(pair, arm, stop) for pair in a.pair for arm, stop in run_order(a.arms, a.fork)]
     failed: list[str] = []
     ran: set[str] = set()  # pairs collected after one of their arms ran
-    for n, (pair, arm) in enumerate(jobs, 1):
+    for n, (pair, arm, stop) in enumerate(jobs, 1):
         workdir = workdir_of(a.runs, pair, arm)
-        tag = f"[{n}/{len(jobs)}] {pair} {arm}"
+        tag = f"[{n}/{len(jobs)}] {pair} {arm}" + (" (phase 1, the fork point)" if stop else "")
         if is_finished(workdir):
             print(f"{tag}: skip ({workdir}/results.json exists)")
             continue
+        if any(f.startswith(f"{pair}_{arm} ") for f in failed):
+            print(f"{tag}: skip (failed above)")
+            continue
+        if stop and has_fork_point(workdir):
+            print(f"{tag}: skip ({workdir}/{FORK_POINT} exists)")
+            continue
         cmd = train_command(pair, arm, runs=a.runs, seeds=a.seeds, variant=a.variant,
-                            extra=extra, fork=a.fork)
+                            extra=[*extra, *([f"--config.stop_after_phase={stop}"] if stop
+                                             else [])], fork=a.fork)
         log = f"{workdir}.log"
         if a.dry_run:
             print(f"{tag}: {shlex.join(cmd)} > {log} 2>&1")

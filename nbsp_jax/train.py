@@ -53,6 +53,10 @@ def main(argv) -> None:
         sys.exit(2)
     if jax.process_index() > 0:
         return  # process 0 wrote the merged results and prints them
+    if "stopped_after_phase" in results:
+        print(f"stopped after phase {results['stopped_after_phase']}/{results['num_phases']} "
+              f"(config.stop_after_phase); rerun without it to go on: {workdir}")
+        return
     print(format_summary(results))
     print(f"results: {os.path.abspath(os.path.join(workdir, 'results.json'))}")
     print(f"plots:   {', '.join(os.path.abspath(p) for p in results.get('plots', []))}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 
 import pytest
 
@@ -130,7 +131,8 @@ def test_dry_run_prints_commands_and_skips_finished(tmp_path, capsys):
     assert len(lines) == 4
     # The fork source runs first and trains phase 1 for the others.
     sac = os.path.join(runs, "window_sac")
-    assert "window sac:" in lines[0] and "fork_from" not in lines[0]
+    assert "window sac (phase 1, the fork point):" in lines[0] and "fork_from" not in lines[0]
+    assert "--config.stop_after_phase=1" in lines[0]
     assert "window nbsp: skip" in lines[1]
     random = os.path.join(runs, "window_nbsp_random")
     config = os.path.relpath(os.path.join(ablation.CONFIGS, "metaworld_window.py"))
@@ -177,9 +179,11 @@ def test_failed_arm_is_reported_and_the_next_one_runs(tmp_path, monkeypatch, cap
 
     monkeypatch.setattr(ablation, "run_arm", fake_run_arm)
     rc = ablation.main(["--pair", "window", "--arms", "sac,nbsp", "--runs", runs, "--out", out])
+    # sac's phase 1 (the fork point) fails; nbsp still runs; sac's later phases are not tried.
     assert rc == 1 and calls == ["window_sac", "window_nbsp"]
     printed = capsys.readouterr().out
-    assert "window sac: FAILED with exit status 3" in printed
+    assert "window sac (phase 1, the fork point): FAILED with exit status 3" in printed
+    assert "[3/3] window sac: skip (failed above)" in printed
     assert "1 arm(s) failed: window_sac (exit 3" in printed
     with open(os.path.join(out, "window.md")) as f:
         assert "Not finished: sac." in f.read()
@@ -188,3 +192,32 @@ def test_failed_arm_is_reported_and_the_next_one_runs(tmp_path, monkeypatch, cap
     assert ablation.main(["--pair", "window", "--arms", "sac,nbsp", "--runs", runs,
                           "--out", out]) == 1
     assert calls == ["window_sac"]
+
+
+def test_fork_order_runs_the_methods_before_the_source_phase_two(tmp_path, monkeypatch):
+    runs, out = str(tmp_path / "runs"), str(tmp_path / "out")
+    calls = []
+
+    def fake_run_arm(cmd, log_path):
+        """Writes a fork point for a stop_after_phase=1 command, results.json otherwise."""
+        workdir = cmd[cmd.index("--workdir") + 1]
+        stop = "--config.stop_after_phase=1" in cmd
+        calls.append((os.path.basename(workdir), stop))
+        if stop:
+            os.makedirs(os.path.join(workdir, ablation.FORK_POINT, "checkpoints", "0"))
+        else:
+            _write_run(workdir, method="sac" if workdir.endswith("_sac") else "nbsp")
+        return 0
+
+    monkeypatch.setattr(ablation, "run_arm", fake_run_arm)
+    assert ablation.main(["--pair", "window", "--arms", "nbsp,sac", "--runs", runs,
+                          "--out", out]) == 0
+    assert calls == [("window_sac", True), ("window_nbsp", False), ("window_sac", False)]
+    # Without sac among the arms, only its phase 1 runs; a written fork point is not redone.
+    calls.clear()
+    shutil.rmtree(os.path.join(runs, "window_sac"))
+    os.makedirs(os.path.join(runs, "window_sac", ablation.FORK_POINT, "checkpoints", "0"))
+    assert ablation.main(["--pair", "window", "--arms", "mask_only", "--runs", runs,
+                          "--out", out]) == 0
+    assert calls == [("window_mask_only", False)]
+    assert ablation.run_order(["sac", "nbsp"], fork=False) == [("sac", 0), ("nbsp", 0)]

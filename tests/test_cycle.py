@@ -229,11 +229,17 @@ def test_fork_from_a_runs_phase_one(tmp_path):
     kw = dict(tasks=("reach", "window-open"), steps_per_task=300, learning_starts=100,
               eval_episodes=2, replay_store_size=50, save_score_record=True)
     src = tmp_path / "sac"
-    a = training.train_and_evaluate(tiny_config(method="sac", save_fork_point=True, **kw), str(src))
-    assert os.listdir(src / training.FORK_POINT)
+    # The source trains phase 1 only (as the ablation runs it), the fork runs, then the source
+    # resumes its phase 2.
+    stopped = training.train_and_evaluate(
+        tiny_config(method="sac", save_fork_point=True, stop_after_phase=1, **kw), str(src))
+    assert stopped["stopped_after_phase"] == 1 and stopped["num_phases"] == 2
+    assert os.listdir(src / training.FORK_POINT) and not (src / "results.json").exists()
     b = training.train_and_evaluate(
         tiny_config(method="nbsp", selector="random", fork_from=str(src), **kw),
         str(tmp_path / "nbsp"))
+    a = training.train_and_evaluate(tiny_config(method="sac", save_fork_point=True, **kw), str(src))
+    assert [p["env_steps"] for p in a["phases"]] == [300, 300]
     sa, sb = np.asarray(a["sr"]), np.asarray(b["sr"])
     np.testing.assert_array_equal(sb[:, 0], sa[:, 0])  # the same network after phase 1
     rec = lambda d: np.load(d / "neurons" / "phase01_reach_record.npz")

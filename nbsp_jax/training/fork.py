@@ -23,8 +23,8 @@ from nbsp_jax.workdir.results import read_config
 FORK_FREE = ("method", "selector", "mask_target", "mask_policy", "mask_placement", "mask_alpha",
              "skill_proportion", "constant_neurons", "replay_store_size", "replay_interval",
              "fork_from", "save_fork_point", "save_score_record", "eval_episodes", "progress",
-             "checkpoint_every_s", "log_every_steps", "ewc_lambda", "ewc_critic_lambda",
-             "ewc_decay", "sp_shrink", "sp_perturb")
+             "checkpoint_every_s", "log_every_steps", "stop_after_phase", "ewc_lambda",
+             "ewc_critic_lambda", "ewc_decay", "sp_shrink", "sp_perturb")
 # Not fork-free: redo_* and cbp_* act during phase 1's training.
 
 

@@ -45,7 +45,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       workdir: output folder (see the README for its files).
 
     Returns:
-      The results dict (as in ``results.json``) with the final learner state under ``'state'``.
+      The results dict (as in ``results.json``) with the final learner state under ``'state'``;
+      a run stopped by ``config.stop_after_phase`` returns only ``{'stopped_after_phase': h,
+      'num_phases': H, 'state': ...}`` and writes no ``results.json``.
     """
     validate(config)
     if jax.process_count() > 1:
@@ -74,6 +76,8 @@ def _train_processes(config: ml_collections.ConfigDict, workdir: str) -> dict:
     local = ml_collections.ConfigDict(config.to_dict())
     local.num_seeds, local.seed_offset = S // P, i * (S // P)
     results = _train_local(local, os.path.join(workdir, f"process_{i}"))
+    if "stopped_after_phase" in results:
+        return results
     state = results.pop("state", None)
     merged = merge_process_results(config, sh.allgather_json(results))
     if i == 0:
@@ -115,14 +119,19 @@ def _train_local(config: ml_collections.ConfigDict, workdir: str) -> dict:
                           first=config.seed_offset)
     progress = Progress(H * config.steps_per_task, config.progress)
     t_start = time.perf_counter() - host.wall_s
+    stop = min(H, config.stop_after_phase or H)
     try:
-        while host.phase < H:
+        while host.phase < stop:
             device, host = train_phase(config, learner, device, host, phases, writers, progress,
                                        ckpt, t_start)
     finally:
         progress.close()
         writers.close()
         ckpt.close()
+    if host.phase < H:  # config.stop_after_phase: the checkpoint holds the run; no results
+        print(f"{workdir}: stopped after phase {host.phase}/{H} (config.stop_after_phase); "
+              "rerun without it to go on")
+        return {"stopped_after_phase": host.phase, "num_phases": H, "state": device.state}
     results = results_dict(config, host.sr_rows, host.phases, phases,
                            time.perf_counter() - t_start, str(jax.devices()[0].device_kind))
     results["checkpoint_bytes"] = ckpt.size_bytes(ckpt.latest_step())

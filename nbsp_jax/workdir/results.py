@@ -16,7 +16,7 @@ from nbsp_jax.workdir import plots
 
 # Config fields that change no computed value (display, logging cadence, checkpoint interval):
 # a workdir may be resumed with other values of them.
-PRESENTATION = ("progress", "log_every_steps", "checkpoint_every_s")
+PRESENTATION = ("progress", "log_every_steps", "checkpoint_every_s", "stop_after_phase")
 # Config fields added after runs were written: the value that reproduces such a run, from its
 # config.json (which lacks the field).
 ADDED = {"alpha_logp": lambda old: "fresh" if old.get("agent") == "sac" else "reuse"}
