@@ -164,10 +164,8 @@ def end_of_task(config, domain: Domain, agent, spec: method.MethodSpec):
             agent, state, obs, action, goal, valid, key, config.selector,
             config.constant_neurons == "neutral", domain.record_chunk,
             domain.critic_takes_action, acts=acts)
-        p = state.params
         # The feature rank from the Gram matrix, on the host (no SVD in a sharded program).
-        plasticity = method.plasticity_metrics(
-            acts, valid, {"actor": p.actor, "qf1": p.q["qf1"], "qf2": p.q["qf2"]}, "gram")
+        plasticity = method.plasticity_metrics(acts, valid, _nets(state.params), "gram")
         masks, skill = method.build_masks(scores, rank, config.skill_proportion,
                                           config.mask_alpha, spec.hard)
         if spec.masks:
@@ -248,12 +246,12 @@ def _reset_batch(domain: Domain, agent, state, buffer, key):
     acts = method.record_networks(agent, state, batch.obs, batch.action,
                                   domain.record_chunk, domain.critic_takes_action)
     acts = {net: {k: a[k] for k in method.forward_order(a)} for net, a in acts.items()}
-    fresh = domain.init_state(agent, k_init).params
-    fresh = {"actor": fresh.actor, "qf1": fresh.q["qf1"], "qf2": fresh.q["qf2"]}
+    fresh = _nets(domain.init_state(agent, k_init).params)
     return acts, jnp.ones(batch.obs.shape[0], bool), fresh
 
 
 def _nets(params) -> dict:
+    """``{'actor', 'qf1', 'qf2'}``: the three trained networks of one seed's params."""
     return {"actor": params.actor, "qf1": params.q["qf1"], "qf2": params.q["qf2"]}
 
 

@@ -216,11 +216,11 @@ class PhaseRun:
             every = self.config.redo_every
             if self.learner.spec.redo and before // every != self.grad_step // every:
                 new, counts = self.learner.redo(self.state, buffer, self.reset_keys())
-                (self.state,), counts = self.gate_resets((new,), (self.state,), counts)
+                (self.state,) = self.gate_resets((new,), (self.state,), counts)
             if self.learner.spec.cbp:
                 state, cbp, counts = self.learner.cbp(self.state, self.device.cbp, buffer,
                                                       self.reset_keys())
-                (self.state, cbp), counts = self.gate_resets(
+                self.state, cbp = self.gate_resets(
                     (state, cbp), (self.state, self.device.cbp), counts)
                 self.device = self.device._replace(cbp=cbp)
             info, at = self.actor.swap(info, self.steps) if self.actor else (info, self.steps)
@@ -235,10 +235,10 @@ class PhaseRun:
         return jax.vmap(jax.random.fold_in, in_axes=(0, None))(self.device.task_keys,
                                                                 self.grad_step)
 
-    def gate_resets(self, new: tuple, old: tuple, counts: dict) -> tuple[tuple, dict]:
+    def gate_resets(self, new: tuple, old: tuple, counts: dict) -> tuple:
         """Keeps ``old`` (trees with a seed axis) for the seeds past their success threshold,
-        adds the other seeds' ``counts`` of reset units to ``redo_resets``; returns the
-        gated trees and counts."""
+        adds the other seeds' ``counts`` (``{net: [S]}``) of reset units to ``redo_resets``;
+        returns the gated trees."""
         active = self.episodes.active
         if not active.all():
             mask = jnp.asarray(active)
@@ -248,7 +248,7 @@ class PhaseRun:
         # Summed on the device: no host sync per chunk (read once, in the phase's summary).
         for net, n in counts.items():
             self.redo_resets[net] = self.redo_resets[net] + n
-        return new, counts
+        return new
 
     def snapshot(self) -> tuple[DeviceState, HostState]:
         """The run as it stands mid-phase, to checkpoint."""
