@@ -46,6 +46,12 @@ def test_two_task_cycle_results_follow_from_sr(tmp_path):
                                      "drift": 1}
     for p in saved["phases"]:  # both policies evaluated on the phase's task
         assert len(p["eval_sampled_success_rate"]) == 2 and len(p["eval_success_rate"]) == 2
+    # Success at the episode's last step: the same episodes, so never above any-step success.
+    last = np.asarray(saved["sr_last_step"])
+    assert last.shape == (2, 4, 4) and (last <= sr + 1e-12).all()
+    np.testing.assert_array_equal(last[:, :, 0], last[:, :, 2])
+    assert saved["metrics_last_step"]["fm"]["per_seed"] == pytest.approx(
+        [metrics.continual_metrics(m)["fm"] for m in last])
     assert len(os.listdir(tmp_path / "neurons")) == 4
 
 
@@ -260,3 +266,59 @@ def test_fork_from_a_runs_phase_one(tmp_path):
         training.train_and_evaluate(tiny_config(method="nbsp", fork_from=str(tmp_path / "nbsp"),
                                              **kw), str(tmp_path / "bad"))
     assert not (tmp_path / "bad").exists()  # refused before anything was written
+
+
+class ScriptedEval:
+    """Stand-in evaluation pool (the subject is the evaluation's bookkeeping): seed 0's
+    episodes last 3 steps, seed 1's 4; ``SUCCESS[s][e]`` lists the steps (1-based) on which
+    env ``e`` of seed ``s`` reports success. After its episode ends an env sends one invalid
+    reset step (with success set, which must not count) and then a new episode's steps."""
+
+    LENGTH = (3, 4)
+    SUCCESS = (((1,), (3,)), ((), (2, 4)))
+
+    def __init__(self):
+        self.t = 0
+
+    def reset(self):
+        return np.zeros((2, 2, 39), np.float32)
+
+    def step(self, actions):
+        self.t += 1
+        shape = (2, 2)
+        valid, succ, trunc = np.ones(shape, bool), np.zeros(shape, bool), np.zeros(shape, bool)
+        for s in range(2):
+            L = self.LENGTH[s]
+            for e in range(2):
+                if self.t == L + 1:  # the reset step after the episode
+                    valid[s, e], succ[s, e] = False, True
+                elif self.t > L + 1:  # the next episode: succeeds at once
+                    succ[s, e] = True
+                else:
+                    succ[s, e] = self.t in self.SUCCESS[s][e]
+                    trunc[s, e] = self.t == L
+        step = Step(np.zeros(shape + (39,), np.float32), np.zeros(shape, np.float32),
+                    np.zeros(shape, bool), trunc, succ, valid)
+        return step, None
+
+    def close(self):
+        pass
+
+
+def test_evaluation_reports_success_at_any_step_and_at_the_last_step():
+    from types import SimpleNamespace
+
+    from nbsp_jax.training.evaluate import evaluate
+
+    dom = SimpleNamespace(make_env=lambda *a, **k: ScriptedEval(), metric="asr",
+                          goal_step=lambda env, step: step,
+                          eval_score=lambda task, x: x.mean(axis=1))
+    learner = SimpleNamespace(domain=dom, act_eval=lambda p, obs, keys: (
+        jnp.zeros(obs.shape[:2] + (4,)), keys))
+    c = tiny_config(eval_episodes=2, num_seeds=2)
+    any_step, last = evaluate(learner, None, "reach", c, 0, last_step=True)
+    # Seed 0: env 0 succeeded at step 1 only, env 1 at its last step 3 -> any 1.0, last 0.5.
+    # Seed 1: env 0 never; env 1 at steps 2 and 4 (its last) -> any 0.5, last 0.5.
+    np.testing.assert_allclose(any_step, [1.0, 0.5])
+    np.testing.assert_allclose(last, [0.5, 0.5])
+    np.testing.assert_allclose(evaluate(learner, None, "reach", c, 0), [1.0, 0.5])

@@ -26,13 +26,18 @@ def env_seed(config, phase: int, purpose: int = 0, restart: int = 0,
 
 
 def evaluate(learner: Learner, actor_params, task: str, config, task_index: int,
-             sampled: bool = False) -> np.ndarray:
+             sampled: bool = False, last_step: bool = False):
     """``sr`` entries per seed ``[S]``: the policy's score on ``task`` over ``eval_episodes``.
 
     One pool of ``S * eval_episodes`` envs runs one episode each, vmapped over seeds.
-    Meta-World: success rate of the deterministic policy (success = any step succeeded), or
-    with ``sampled`` of the training policy (as training success is measured). Atari: the
-    policy's mean raw return of whole games, normalised by Table 7.
+    Meta-World: success rate of the deterministic policy (success = any step succeeded, as
+    Meta-World and Continual World count it), or with ``sampled`` of the training policy (as
+    training success is measured). Atari: the policy's mean raw return of whole games,
+    normalised by Table 7.
+
+    With ``last_step``, returns ``(score [S], last [S] or None)``: ``last`` is the success rate
+    at the episode's last step (the convention of CoTASP and others), from the same episodes;
+    ``None`` for Atari.
     """
     act = learner.act_sampled_eval if sampled else learner.act_eval
     n, dom = config.eval_episodes, learner.domain
@@ -41,6 +46,7 @@ def evaluate(learner: Learner, actor_params, task: str, config, task_index: int,
     keys = seed_keys(config.seed + 1 + task_index, config.num_seeds, config.seed_offset)
     obs = env.reset()
     success = np.zeros((config.num_seeds, n), bool)
+    at_end = np.zeros((config.num_seeds, n), bool)  # success on the episode's last step
     ret = np.zeros((config.num_seeds, n))
     finished = np.zeros((config.num_seeds, n), bool)
     while not finished.all():
@@ -49,7 +55,13 @@ def evaluate(learner: Learner, actor_params, task: str, config, task_index: int,
         goal = dom.goal_step(env, step)
         success |= goal.success & ~finished
         ret += np.where(goal.valid & ~finished, goal.reward, 0.0)
-        finished |= goal.valid & (goal.terminated | goal.truncated)
+        ends = goal.valid & (goal.terminated | goal.truncated) & ~finished
+        at_end |= goal.success & ends
+        finished |= ends
         obs = step.obs
     env.close()
-    return dom.eval_score(task, success if dom.metric == "asr" else ret)
+    asr = dom.metric == "asr"
+    score = dom.eval_score(task, success if asr else ret)
+    if not last_step:
+        return score
+    return score, (dom.eval_score(task, at_end) if asr else None)

@@ -321,12 +321,16 @@ class PhaseRun:
         return device, save(ckpt, device, host, writers.sizes(), t_start, self.phases)
 
     def evaluate(self, state) -> dict:
-        """Every task's ``sr`` entries ``[S]`` (and ``'sampled'``: this task with the training
-        policy, Meta-World); empty with ``eval_episodes = 0``."""
+        """Every task's ``sr`` entries ``[S]`` (Meta-World also: ``('last_step', task)``, the
+        success at the episode's last step, and ``'sampled'``: this task with the training
+        policy); empty with ``eval_episodes = 0``."""
         c, evals = self.config, {}
         if c.eval_episodes:
             for i, t in enumerate(c.tasks):
-                evals[t] = evaluate(self.learner, state.params.actor, t, c, i)
+                evals[t], last = evaluate(self.learner, state.params.actor, t, c, i,
+                                          last_step=True)
+                if last is not None:
+                    evals[("last_step", t)] = last
             if self.dom.metric == "asr":  # the same episodes with the sampled policy
                 evals["sampled"] = evaluate(self.learner, state.params.actor, self.task, c,
                                             c.tasks.index(self.task), sampled=True)
@@ -347,6 +351,11 @@ class PhaseRun:
             "episodic_return": [float(np.mean(r)) if r else None for r in ep.returns],
             f"eval_{name}": evals[self.task].tolist() if evals else None,
             f"eval_sampled_{name}": evals["sampled"].tolist() if "sampled" in evals else None,
+            # Per seed, every task of the sequence scored at the episode's last step ([S][H]):
+            # this phase's row of results.json's sr_last_step (Meta-World).
+            "eval_last_step_sr": (
+                np.array([evals[("last_step", t)] for t in self.phases]).T.tolist()
+                if ("last_step", self.task) in evals else None),
             "wall_s": time.perf_counter() - self.t_phase,
             **self.timers,
             "goal_metric": goal_kind,

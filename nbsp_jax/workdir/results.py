@@ -60,6 +60,19 @@ def prepare_workdir(workdir: str, config) -> bool:
     return False
 
 
+def last_step_results(phase_summaries: list) -> dict:
+    """``{'sr_last_step': [S, H, H], 'metrics_last_step': ...}``: the sr matrix and its
+    metrics with Meta-World success counted at the episode's last step, from the phases'
+    ``eval_last_step_sr`` rows (``[S][H]`` each); empty when a phase lacks them (Atari, no
+    evaluation, or a run resumed from before the field existed)."""
+    rows = [p.get("eval_last_step_sr") for p in phase_summaries]
+    if not rows or any(r is None for r in rows):
+        return {}
+    sr = np.transpose(np.asarray(rows, np.float64), (1, 0, 2))  # [H][S][H] -> [S, H, H]
+    return {"sr_last_step": sr.tolist(),
+            "metrics_last_step": metrics.summarize(metrics.metrics_for(sr, atari=False))}
+
+
 def merge_process_results(config, parts: list[dict]) -> dict:
     """One results dict over all ``config.num_seeds`` seeds from per-process results (each for
     its block of seeds, in process order): per-seed lists are concatenated, per-phase scalars
@@ -79,6 +92,7 @@ def merge_process_results(config, parts: list[dict]) -> dict:
                 merged[k] = v
         phases.append(merged)
     return {**parts[0], "sr": sr, "metrics": summary, "phases": phases,
+            **last_step_results(phases),
             "num_seeds": config.num_seeds, "config": json.loads(config.to_json_best_effort()),
             "wall_s": max(p["wall_s"] for p in parts), "processes": len(parts),
             "checkpoint_bytes": sum(p.get("checkpoint_bytes", 0) for p in parts)}
@@ -87,7 +101,8 @@ def merge_process_results(config, parts: list[dict]) -> dict:
 def results_dict(config, sr_rows: list, phase_summaries: list, phases: list, wall_s: float,
                  device: str) -> dict:
     """``results.json`` of a finished run: ``sr [S, H, H]`` from the per-phase ``sr_rows``
-    ``[H][H][S]``, its ASR/AR, FM, FWT, the per-phase summaries, config and versions."""
+    ``[H][H][S]``, its ASR/AR, FM, FWT (Meta-World also ``sr_last_step`` and its metrics:
+    success at the episode's last step), the per-phase summaries, config and versions."""
     if sr_rows:  # eval_episodes > 0
         sr = np.transpose(np.asarray(sr_rows, np.float64), (2, 0, 1))  # [S, H, H]
         summary = metrics.summarize(metrics.metrics_for(sr, atari=config.agent == "sac_atari"))
@@ -98,6 +113,7 @@ def results_dict(config, sr_rows: list, phase_summaries: list, phases: list, wal
         "tasks": phases,
         "sr": sr,
         "metrics": summary,
+        **last_step_results(phase_summaries),
         "phases": phase_summaries,
         "num_seeds": config.num_seeds,
         "method": config.method,
