@@ -305,6 +305,18 @@ def config_mismatches(arm: str, config: dict) -> list[str]:
     return out
 
 
+def summarize_sr(sr: np.ndarray) -> tuple[dict, dict]:
+    """Per-seed ASR/FM/FWT of ``sr [S, H, H]`` and their ``{metric: {'mean', 'stderr',
+    'ci': [lo, hi]}}`` (95 % bootstrap interval of the mean)."""
+    per_seed = metrics.metrics_for(sr, atari=False)
+    summary = {}
+    for name in METRICS:
+        s = metrics.summarize(per_seed[name])
+        summary[name] = {"mean": s["mean"], "stderr": s["stderr"],
+                         "ci": list(bootstrap_ci(per_seed[name]))}
+    return per_seed, summary
+
+
 def collect_arm(workdir: str, arm: str) -> dict[str, Any]:
     """Reads one finished run and computes its per-seed metrics and their summary.
 
@@ -314,7 +326,8 @@ def collect_arm(workdir: str, arm: str) -> dict[str, Any]:
 
     Returns:
         ``{'workdir', 'tasks', 'seeds', 'sr' [S][H][H], 'per_seed': {metric: [S]},
-        'summary': {metric: {'mean', 'stderr', 'ci': [lo, hi]}}, 'actor_drift'
+        'summary': {metric: {'mean', 'stderr', 'ci': [lo, hi]}}, 'summary_last_step' (the
+        same from success at the episode's last step, or None), 'actor_drift'
         (:func:`actor_drift`), 'constant_units' (:func:`constant_units`), 'mismatches',
         'versions', 'wall_s'}``.
 
@@ -326,12 +339,9 @@ def collect_arm(workdir: str, arm: str) -> dict[str, Any]:
     if not r.get("sr"):
         raise ValueError(f"{workdir}/results.json has no sr matrix (eval_episodes=0?)")
     sr = np.asarray(r["sr"], dtype=np.float64)  # [S, H, H]
-    per_seed = metrics.metrics_for(sr, atari=False)
-    summary = {}
-    for name in METRICS:
-        s = metrics.summarize(per_seed[name])
-        summary[name] = {"mean": s["mean"], "stderr": s["stderr"],
-                         "ci": list(bootstrap_ci(per_seed[name]))}
+    per_seed, summary = summarize_sr(sr)
+    last = (summarize_sr(np.asarray(r["sr_last_step"], np.float64))[1]
+            if r.get("sr_last_step") else None)
     phases = r.get("phases") or []
     return {
         "workdir": workdir,
@@ -340,6 +350,7 @@ def collect_arm(workdir: str, arm: str) -> dict[str, Any]:
         "sr": sr.tolist(),
         "per_seed": {name: [float(v) for v in per_seed[name]] for name in METRICS},
         "summary": summary,
+        "summary_last_step": last,
         "actor_drift": actor_drift(phases),
         "constant_units": constant_units(phases),
         "mismatches": config_mismatches(arm, r.get("config") or {}),
@@ -436,6 +447,14 @@ def markdown(pair: str, collected: dict[str, dict], *, command: str, commit: str
     for arm, c in collected.items():
         cells = " | ".join(format_cell(c["summary"][m]) for m in METRICS)
         lines.append(f"| {arm} | {c['seeds']} | {cells} |")
+    last = {arm: c["summary_last_step"] for arm, c in collected.items()
+            if c.get("summary_last_step")}
+    if last:
+        lines += ["", "The same with success counted at the episode's last step (the "
+                  "convention of CoTASP and others; above: at any step, as Meta-World and "
+                  "Continual World count it):", "", "| arm | ASR | FM | FWT |", "|---|---|---|---|"]
+        for arm, summary in last.items():
+            lines.append(f"| {arm} | {' | '.join(format_cell(summary[m]) for m in METRICS)} |")
     if missing:
         lines += ["", f"Not finished: {', '.join(missing)}."]
     warnings = [f"{arm}: {m}" for arm, c in collected.items() for m in c["mismatches"]]

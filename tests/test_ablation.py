@@ -16,7 +16,7 @@ SR = [[[1.0, 0.0], [0.0, 1.0]],
       [[0.8, 0.0], [0.4, 1.0]]]
 
 
-def _write_run(workdir, sr=SR, method="nbsp", phases=None) -> None:
+def _write_run(workdir, sr=SR, method="nbsp", phases=None, sr_last_step=None) -> None:
     """A fake finished run: results.json (as nbsp_jax.training writes it) and the two plots."""
     os.makedirs(workdir, exist_ok=True)
     results = {
@@ -32,6 +32,8 @@ def _write_run(workdir, sr=SR, method="nbsp", phases=None) -> None:
         "versions": {"nbsp_jax": "0.1.0", "jax": "x"},
         "wall_s": 1.0,
     }
+    if sr_last_step is not None:
+        results["sr_last_step"] = sr_last_step
     with open(os.path.join(workdir, "results.json"), "w") as f:
         json.dump(results, f)
     for png in ("success.png", "sr.png"):
@@ -68,7 +70,9 @@ def test_collect_hand_computed_metrics(tmp_path):
          "constant_units": [{"actor/fc0": [2, 10], "qf1/fc0": [0, 10]},
                             {"actor/fc0": [4, 10], "qf1/fc0": [2, 10]}]},
         {"task": "window-close", "actor_drift": [[0.1], [0.3]], "constant_units": None}])
-    _write_run(os.path.join(runs, "window_sac"), sr=[SR[1], SR[0]], method="sac")
+    # sac's success at the episode's last step: seed 0 dropped window-open's first success.
+    _write_run(os.path.join(runs, "window_sac"), sr=[SR[1], SR[0]], method="sac",
+               sr_last_step=[SR[1], [[0.5, 0.0], [0.0, 1.0]]])
     collected = ablation.collect(runs, "window")
     assert list(collected) == ["sac", "nbsp"]  # ARMS order; unfinished arms left out
 
@@ -105,6 +109,12 @@ def test_collect_hand_computed_metrics(tmp_path):
     assert "abc1234" in text and '"nbsp_jax": "0.1.0"' in text and "`cmd`" in text
     assert "| nbsp | 0.2 | 4.0 (20.0 %) |" in text
     assert "| sac | - | - |" in text and "Not finished: nbsp_hard." in text
+    # Last-step success (sac only): seed 1 now has ASR (1/2)(0.5 + (0 + 1)/2) = 0.5,
+    # FM 0.5 - 0 = 0.5, FWT (0.5 + 1)/2 = 0.75; seed 0 as before (0.75, 0.4, 0.9).
+    assert c["summary_last_step"] is None
+    last = collected["sac"]["summary_last_step"]
+    assert [last[m]["mean"] for m in ("asr", "fm", "fwt")] == pytest.approx([0.625, 0.45, 0.825])
+    assert "| sac | 0.625 ± 0.125 [" in text.split("at the episode's last step")[1]
     with open(os.path.join(out, "window.json")) as f:
         saved = json.load(f)
     assert saved["arms"]["nbsp"]["per_seed"]["fm"] == pytest.approx([1.0, 0.4])

@@ -52,6 +52,9 @@ def test_two_task_cycle_results_follow_from_sr(tmp_path):
     np.testing.assert_array_equal(last[:, :, 0], last[:, :, 2])
     assert saved["metrics_last_step"]["fm"]["per_seed"] == pytest.approx(
         [metrics.continual_metrics(m)["fm"] for m in last])
+    m = saved["metrics_last_step"]["asr"]
+    assert (f"| nbsp (success at the last step) | reach → window-open (x2) | 2 | "
+            f"{m['mean']:.3f} ± {m['stderr']:.3f} |") in open(tmp_path / "results.md").read()
     assert len(os.listdir(tmp_path / "neurons")) == 4
 
 
