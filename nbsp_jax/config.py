@@ -166,6 +166,13 @@ def _baseline_fields(c: ml_collections.ConfigDict) -> None:
     c.cbp_decay = 0.99
     c.cbp_rate = 1e-4
     c.cbp_maturity = 100
+    # --- NPC (method='npc'; Paik et al. 2019, nbsp_jax.method.npc) ---
+    # Running-mean factor of each neuron's normalised Taylor importance per gradient step
+    # (a horizon of ~1000 updates) and the importance at which a neuron's learning rate
+    # reaches zero (factor max(0, 1 - C / c_max); C has mean square 1 in each layer). Our
+    # choices: the values of the original code could not be checked here.
+    c.npc_decay = 0.999
+    c.npc_c_max = 2.0
 
 
 def _loop_fields(c: ml_collections.ConfigDict) -> None:
@@ -384,6 +391,10 @@ def validate(c: ml_collections.ConfigDict) -> None:
         raise ValueError(f"config.cbp_decay must lie in (0, 1), got {c.cbp_decay!r}")
     if not 0.0 <= c.cbp_rate < 1.0:
         raise ValueError(f"config.cbp_rate must lie in [0, 1), got {c.cbp_rate!r}")
+    if not 0.0 <= c.npc_decay < 1.0:
+        raise ValueError(f"config.npc_decay must lie in [0, 1), got {c.npc_decay!r}")
+    if not c.npc_c_max > 0:
+        raise ValueError(f"config.npc_c_max must be > 0, got {c.npc_c_max!r}")
     if not isinstance(c.cbp_maturity, int) or c.cbp_maturity < 0:
         raise ValueError(f"config.cbp_maturity must be an int >= 0, got {c.cbp_maturity!r}")
     for name in ("sp_shrink", "sp_perturb"):

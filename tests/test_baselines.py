@@ -127,6 +127,7 @@ BASELINES = {"ewc": ("--config.method=ewc",),
              "shrink_perturb": ("--config.method=shrink_perturb",),
              "redo": ("--config.method=redo", "--config.redo_every=64"),
              "cbp": ("--config.method=cbp",),
+             "npc": ("--config.method=npc",),
              "crelu": ("--config.activation=crelu",)}
 
 
@@ -379,4 +380,82 @@ def test_cbp_through_the_loop(tmp_path):
     training.train_and_evaluate(tiny_config(method="sac", save_fork_point=True, **kw), str(src))
     with pytest.raises(ValueError, match="acts during phase 1's training"):
         training.train_and_evaluate(tiny_config(method="cbp", fork_from=str(src), **kw),
+                                    str(tmp_path / "fork"))
+
+
+def test_npc_taylor_importance_equals_activation_times_its_gradient():
+    """The criterion from theta * grad equals |mean over the batch of a * dL/da| taken by
+    autodiff through a perturbation of the activations (ReLU and CReLU layers), divided by
+    the layer's root mean square; importance's running mean and the scales by hand."""
+    from nbsp_jax.networks.layers import CReLUDense, ReLUDense
+
+    x = jax.random.normal(jax.random.key(0), (16, 3))
+    for layer, width in ((ReLUDense, 4), (CReLUDense, 4)):
+        def net(params, delta=None, layer=layer):
+            a = layer(4).apply({"params": params["params"]["fc0"]}, x)
+            a = a if delta is None else a + delta
+            out = a @ params["params"]["head"]["kernel"]
+            return jnp.mean(jnp.square(out - 1.0)), a
+
+        k1, k2 = jax.random.split(jax.random.key(width + (layer is CReLUDense)))
+        fc0 = layer(4).init(k1, x)["params"]
+        head = jax.random.normal(k2, (8 if layer is CReLUDense else 4, 1))
+        params = {"params": {"fc0": fc0, "head": {"kernel": head}}}
+        grads = jax.grad(lambda p: net(p)[0])(params)
+        _, a = net(params)
+        da = jax.grad(lambda d, p=params: net(p, d)[0])(jnp.zeros_like(a))
+        per_feature = (a * da).sum(axis=0)  # = batch mean of a * dL/da (the loss is a mean)
+        if layer is CReLUDense:  # a unit's two features, relu(z) and relu(-z)
+            per_feature = per_feature[:4] + per_feature[4:]
+        want = jnp.abs(per_feature) / jnp.sqrt(jnp.mean(per_feature**2))
+        got = method.taylor_importance(params, grads)
+        np.testing.assert_allclose(got["params"]["fc0"]["kernel"], want, rtol=1e-4)
+        np.testing.assert_array_equal(got["params"]["fc0"]["bias"], got["params"]["fc0"]["kernel"])
+
+    # The transform passes updates through and keeps a running mean; scales by hand.
+    params = {"w": jnp.array([[1.0, 2.0]]), "b": jnp.zeros(2)}
+    grads = {"w": jnp.array([[3.0, 1.0]]), "b": jnp.ones(2)}  # theta * g = [3, 2]
+    t = method.npc_importance(decay=0.5)
+    state = t.init(params)
+    out, state = t.update(grads, state, params)
+    assert out is grads and int(state.count) == 1
+    c = np.array([3.0, 2.0]) / np.sqrt((9 + 4) / 2)  # [1.177, 0.784]
+    np.testing.assert_allclose(state.importance["w"], 0.5 * c, rtol=1e-6)
+    # Bias-corrected mean after one step is c itself; c_max = 1.5: 1 - c / 1.5.
+    scales = method.npc_scales(state, decay=0.5, c_max=1.5)
+    np.testing.assert_allclose(scales["w"], 1.0 - c / 1.5, rtol=1e-5)
+    np.testing.assert_allclose(method.npc_scales(state, 0.5, 1.0)["w"], [0.0, 1.0 - c[1]],
+                               rtol=1e-5)
+
+
+@pytest.mark.slow
+def test_npc_through_the_loop(tmp_path):
+    """method='npc': after phase 1 every hidden neuron of actor and critics has a
+    learning-rate factor in [0, 1] from its importance (not all 1; output heads keep 1),
+    phase 2's factors never exceed phase 1's (policy min), no recompilation, and a fork from
+    another method's run is refused (NPC's importance accumulates in phase 1)."""
+    kw = dict(tasks=("reach", "window-open"), steps_per_task=300, learning_starts=100)
+    c = tiny_config(method="npc", npc_c_max=1.5, **kw)
+    r = training.train_and_evaluate(c, str(tmp_path / "npc"))
+    assert r["compilations"]["end_task"] == 1 and r["compilations"]["update"] == 1
+    state = r["state"]
+    actor = method.get_masks(state.opt.actor)["params"]
+    for layer in ("fc0", "fc1"):
+        m = np.asarray(actor[layer]["kernel"])  # [S, N]
+        assert m.shape == (2, 32) and (m >= 0).all() and (m <= 1).all() and (m < 1).any()
+        np.testing.assert_array_equal(m, actor[layer]["bias"])
+    assert (np.asarray(actor["mean"]["kernel"]) == 1).all()
+    q = method.get_masks(state.opt.q)["qf1"]["params"]
+    assert (np.asarray(q["fc0"]["kernel"]) < 1).any()
+    assert (np.asarray(q["out"]["kernel"]) == 1).all()
+    # The neurons record holds the installed factors; phase 2's are the smaller of both.
+    rec = [np.load(tmp_path / "npc" / "neurons" / f"phase0{i}_{t}.npz")
+           for i, t in ((1, "reach"), (2, "window-open"))]
+    np.testing.assert_array_equal(rec[1]["actor/fc0/mask"], actor["fc0"]["kernel"])
+    assert (rec[1]["qf2/fc1/mask"] <= rec[0]["qf2/fc1/mask"]).all()
+    assert (rec[1]["actor/fc1/mask"] < rec[0]["actor/fc1/mask"]).any()
+    src = tmp_path / "sac"
+    training.train_and_evaluate(tiny_config(method="sac", save_fork_point=True, **kw), str(src))
+    with pytest.raises(ValueError, match="acts during phase 1's training"):
+        training.train_and_evaluate(tiny_config(method="npc", fork_from=str(src), **kw),
                                     str(tmp_path / "fork"))

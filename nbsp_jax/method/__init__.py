@@ -12,6 +12,7 @@ module              what
 ``ewc``             baseline: elastic weight consolidation as an optax transform
 ``plasticity``      plasticity metrics: dormant units, feature rank, parameter norms
 ``resets``          baselines: Shrink & Perturb at task switches, ReDo's dormant-unit resets
+``npc``             baseline: neuron-level plasticity control's Taylor importance (optax)
 ==================  =====================================================================
 
 Nothing here knows an agent class, a buffer, an environment or the training loop: networks
@@ -36,6 +37,7 @@ from nbsp_jax.method.masks import (
     num_selected,
     select_top,
 )
+from nbsp_jax.method.npc import NPCState, get_npc, npc_importance, npc_scales, taylor_importance
 from nbsp_jax.method.plasticity import (
     DORMANT_TAUS,
     dormant_fraction,
@@ -90,6 +92,6 @@ __all__ = [
     "layer_paths", "masked_scale", "masks_from_layers", "method_spec", "neuron_masks",
     "num_selected", "ones_masks", "random_scores", "record_networks", "replay_sampler",
     "replay_step", "shrink_perturb", "score_layers", "score_networks", "scoring_goal",
-    "select_top", "set_masks",
-    "skill_scores", "weight_scores",
+    "select_top", "set_masks", "NPCState", "get_npc", "npc_importance", "npc_scales",
+    "taylor_importance", "skill_scores", "weight_scores",
 ]

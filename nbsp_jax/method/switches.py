@@ -42,11 +42,12 @@ class MethodSpec(NamedTuple):
     shrink_perturb: bool = False  # Shrink & Perturb of every network at each task switch
     redo: bool = False  # ReDo's dormant-unit resets during training
     cbp: bool = False  # continual backprop's generate-and-test during training
+    npc: bool = False  # NPC: Taylor importance during training, learning-rate scales after
 
     @property
     def acts_in_phase_one(self) -> bool:
         """Whether the method changes phase 1's training (then it cannot fork)."""
-        return self.redo or self.cbp
+        return self.redo or self.cbp or self.npc
 
 
 METHODS = {
@@ -59,6 +60,7 @@ METHODS = {
     "shrink_perturb": MethodSpec(False, False, False, shrink_perturb=True),
     "redo": MethodSpec(False, False, False, redo=True),
     "cbp": MethodSpec(False, False, False, cbp=True),
+    "npc": MethodSpec(False, False, False, npc=True),
 }
 
 

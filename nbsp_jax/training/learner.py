@@ -143,9 +143,13 @@ def optimizer(config, domain: Domain, spec: method.MethodSpec, lr: float,
     """A method's optimizer (None: the domain's plain Adam). Masking: ``masked_scale`` after
     Adam (``mask_placement='update'``: it scales Adam's step, Algorithm 2 line 13) or before it
     (``'gradient'``: a literal port that scales the gradient Adam sees). EWC: its penalty
-    gradient (strength ``ewc_strength``) added before Adam, as a term of the loss."""
+    gradient (strength ``ewc_strength``) added before Adam, as a term of the loss. NPC: its
+    importance accumulated from the gradient before Adam, its scales applied after it."""
     if spec.ewc:
         return optax.chain(method.ewc(ewc_strength), domain.adam(lr))
+    if spec.npc:  # importance from the raw gradient; its scales on Adam's step
+        return optax.chain(method.npc_importance(config.npc_decay), domain.adam(lr),
+                           masked_scale())
     if not spec.masks:
         return None
     if config.mask_placement == "gradient":
@@ -172,6 +176,11 @@ def end_of_task(config, domain: Domain, agent, spec: method.MethodSpec):
             state = method.install_masks(state, masks, config.mask_target, config.mask_policy)
         if spec.ewc:
             state = consolidate_task(config, domain, agent, state, obs, action, valid, key)
+        if spec.npc:  # its learning-rate factors replace the goal-score masks in the record
+            state = install_npc_scales(
+                config, state, {n: {k: a.shape[-1] for k, a in layers.items()}
+                                for n, layers in acts.items()})
+            masks = installed_masks(state, {n: list(layers) for n, layers in acts.items()})
         return EndOfTask(state, scores, masks, skill, constant, plasticity)
 
     return end_task
@@ -218,6 +227,50 @@ def consolidate_task(config, domain: Domain, agent, state, obs, action, valid, k
         actor=method.consolidate(state.opt.actor, f_actor, p.actor, config.ewc_decay),
         q=method.consolidate(state.opt.q, f_q, p.q, config.ewc_decay))
     return state._replace(opt=opt)
+
+
+def install_npc_scales(config, state, hidden: dict):
+    """NPC at a task's end, one seed: each hidden neuron's learning-rate factor from its
+    importance so far (:func:`nbsp_jax.method.npc_scales`), installed into ``masked_scale``
+    of the actor's and the critics' optimizers as the smaller of it and the earlier factor
+    (every finished task's important neurons stay consolidated). Output layers keep 1.
+
+    Args:
+      hidden: ``{net: {layer: N}}``, the hidden layers' widths of ``'actor'``, ``'qf1'``,
+        ``'qf2'``.
+    """
+    p = state.params
+
+    def scales(opt, params_of: dict):
+        s = method.npc_scales(method.get_npc(opt), config.npc_decay, config.npc_c_max)
+        # 0 on the hidden layers' leaves, 1 on the others (output heads).
+        where = {n: method.masks_from_layers(pn, {k: jnp.zeros(w) for k, w in hidden[n].items()})
+                 for n, pn in params_of.items()}
+        return s, where
+
+    def combine(opt, s, where):
+        new = jax.tree.map(lambda f, w: jnp.where(w == 0, f, 1.0), s, where)
+        return method.set_masks(opt, jax.tree.map(jnp.minimum, method.get_masks(opt), new))
+
+    s_a, w_a = scales(state.opt.actor, {"actor": p.actor})
+    s_q, w_q = scales(state.opt.q, {"qf1": p.q["qf1"], "qf2": p.q["qf2"]})
+    opt = state.opt._replace(actor=combine(state.opt.actor, s_a, w_a["actor"]),
+                             q=combine(state.opt.q, s_q, w_q))
+    return state._replace(opt=opt)
+
+
+def installed_masks(state, hidden: dict) -> dict:
+    """``{net: {layer: [N]}}``: the per-neuron factors ``masked_scale`` holds for the hidden
+    layers ``hidden`` (``{net: [layer, ...]}``) of one seed's actor and critics."""
+    trees = {"actor": method.get_masks(state.opt.actor), **method.get_masks(state.opt.q)}
+
+    def kernel_mask(tree, layer):
+        node = tree["params"]
+        for part in layer.split("/"):
+            node = node[part]
+        return node["kernel"]
+
+    return {n: {k: kernel_mask(trees[n], k) for k in layers} for n, layers in hidden.items()}
 
 
 def task_switch(config, domain: Domain, agent):
