@@ -128,6 +128,7 @@ BASELINES = {"ewc": ("--config.method=ewc",),
              "redo": ("--config.method=redo", "--config.redo_every=64"),
              "cbp": ("--config.method=cbp",),
              "npc": ("--config.method=npc",),
+             "pi": ("--config.method=pi",),
              "crelu": ("--config.activation=crelu",)}
 
 
@@ -458,4 +459,67 @@ def test_npc_through_the_loop(tmp_path):
     training.train_and_evaluate(tiny_config(method="sac", save_fork_point=True, **kw), str(src))
     with pytest.raises(ValueError, match="acts during phase 1's training"):
         training.train_and_evaluate(tiny_config(method="npc", fork_from=str(src), **kw),
+                                    str(tmp_path / "fork"))
+
+
+def test_plasticity_injection_output_unchanged_at_injection_and_only_the_new_part_trains():
+    """Injected(QNetwork): the output equals the base network's until the new part trains;
+    masks by hand; under chain(adam, masked_scale) with injection 0, base and init0 stay
+    bit-identical while new0 moves and the output changes."""
+    from nbsp_jax.networks import Injected, QNetwork
+
+    net = Injected(QNetwork((8,)), 2)
+    obs, act = jax.random.normal(jax.random.key(0), (16, 3)), jnp.ones((16, 2))
+    params = net.init(jax.random.key(1), obs, act)
+    p = params["params"]
+    assert sorted(p) == ["base", "init0", "init1", "new0", "new1"]
+    base_only = QNetwork((8,)).apply({"params": p["base"]}, obs, act)
+    np.testing.assert_array_equal(net.apply(params, obs, act), base_only)
+    m = method.injection_masks(params, jnp.int32(0))["params"]
+    assert float(m["base"]["fc0"]["kernel"].sum()) == 0
+    assert bool((m["new0"]["out"]["bias"] == 1).all())
+    assert float(m["new1"]["fc0"]["bias"].sum()) == 0
+    assert float(m["init0"]["fc0"]["bias"].sum()) == 0
+    m = method.injection_masks({"qf1": params}, jnp.int32(-1))["qf1"]["params"]
+    assert bool((m["base"]["fc0"]["kernel"] == 1).all())
+    assert float(m["new0"]["out"]["kernel"].sum()) == 0
+    with pytest.raises(ValueError, match="no 'base'"):
+        method.injection_masks({"fc0": {"kernel": jnp.ones((2, 2))}}, jnp.int32(0))
+
+    opt = optax.chain(optax.adam(1e-2), method.masked_scale())
+    state = method.set_masks(opt.init(params), method.injection_masks(params, jnp.int32(0)))
+    loss = lambda q: jnp.mean((net.apply(q, obs, act) - 3.0) ** 2)
+    new = params
+    for _ in range(5):
+        updates, state = opt.update(jax.grad(loss)(new), state, new)
+        new = optax.apply_updates(new, updates)
+    for part in ("base", "init0", "new1", "init1"):
+        for a, b in zip(jax.tree.leaves(new["params"][part]), jax.tree.leaves(p[part]),
+                        strict=True):
+            np.testing.assert_array_equal(a, b)
+    assert not np.allclose(new["params"]["new0"]["out"]["kernel"], p["new0"]["out"]["kernel"])
+    assert loss(new) < loss(params)
+
+
+@pytest.mark.slow
+def test_plasticity_injection_through_the_loop(tmp_path):
+    """method='pi': phase 1 trains only the base networks (new0 still equals its frozen copy
+    at phase 1's end), phase 2 only new0 (the base is bit-identical to phase 1's end), the
+    switch compiles once, and a fork is refused."""
+    kw = dict(tasks=("reach", "window-open"), steps_per_task=300, learning_starts=100)
+    r = training.train_and_evaluate(tiny_config(method="pi", save_score_record=True, **kw),
+                                    str(tmp_path / "pi"))
+    assert r["compilations"]["task_switch"] == 1 and r["compilations"]["update"] == 1
+    rec = np.load(tmp_path / "pi" / "neurons" / "phase01_reach_record.npz")
+    key = "params/actor/params/{}/fc0/kernel"
+    np.testing.assert_array_equal(rec[key.format("new0")], rec[key.format("init0")])
+    end = r["state"].params.actor["params"]
+    np.testing.assert_array_equal(end["base"]["fc0"]["kernel"], rec[key.format("base")])
+    assert not np.allclose(end["new0"]["fc0"]["kernel"], end["init0"]["fc0"]["kernel"])
+    q = r["state"].params.q["qf2"]["params"]
+    assert not np.allclose(q["new0"]["out"]["kernel"], q["init0"]["out"]["kernel"])
+    src = tmp_path / "sac"
+    training.train_and_evaluate(tiny_config(method="sac", save_fork_point=True, **kw), str(src))
+    with pytest.raises(ValueError, match="acts during phase 1's training"):
+        training.train_and_evaluate(tiny_config(method="pi", fork_from=str(src), **kw),
                                     str(tmp_path / "fork"))

@@ -15,6 +15,7 @@ import optax
 
 from nbsp_jax.agents import sac_discrete
 from nbsp_jax.buffers import frames
+from nbsp_jax.domains.base import with_injection
 from nbsp_jax.envs.atari import NUM_ACTIONS, OBS_SHAPE, AtariSeedVecEnv, check_game
 from nbsp_jax.metrics import canonical_atari_game, normalize_atari
 from nbsp_jax.networks import CONV_IMPLS, hidden_widths
@@ -88,12 +89,12 @@ class Atari:
 
     def make_agent(self, actor_opt, q_opt) -> sac_discrete.SACDiscrete:
         c = self.config
-        return sac_discrete.make_sac_discrete(
+        return with_injection(sac_discrete.make_sac_discrete(
             OBS_SHAPE, NUM_ACTIONS, hidden=hidden_widths(c.hidden, c.activation),
             activation=c.activation, policy_lr=c.policy_lr, q_lr=c.q_lr,
             gamma=c.gamma, batch_size=c.batch_size, actor_opt=actor_opt, q_opt=q_opt,
             target_every=self.target_every(), conv_impl=c.conv_impl,
-        )
+        ), c)
 
     def adam(self, lr: float):
         return optax.adam(lr, eps=1e-4)  # CleanRL sac_atari's eps

@@ -104,3 +104,21 @@ class Domain(Protocol):
     def updates_per_chunk(self) -> int: ...
     def progress_text(self, recent, returns) -> str: ...
 
+
+def with_injection(agent, config, actor_post=None):
+    """``agent`` with plasticity injection (``config.method='pi'``): actor and critic become
+    :class:`nbsp_jax.networks.Injected` networks with one slot per task switch
+    (``len(tasks) * cycles - 1``); any other method gets ``agent`` unchanged.
+
+    Args:
+      actor_post: applied to the actor's summed output (e.g. to clip its log-std).
+    """
+    from nbsp_jax.method import method_spec
+    from nbsp_jax.networks import Injected
+
+    if not method_spec(config.method).inject:
+        return agent
+    slots = max(1, len(config.tasks) * config.cycles - 1)
+    return agent._replace(actor=Injected(agent.actor, slots, actor_post),
+                          critic=Injected(agent.critic, slots))
+

@@ -5,14 +5,16 @@ See :mod:`nbsp_jax.domains.base` for the interface and the table of what differs
 
 from __future__ import annotations
 
+import jax.numpy as jnp
 import numpy as np
 import optax
 
 from nbsp_jax.agents import sac
 from nbsp_jax.buffers import transitions
+from nbsp_jax.domains.base import with_injection
 from nbsp_jax.envs.metaworld import ACTION_DIM, BACKENDS, OBS_DIM, SeedVecEnv, check_task
 from nbsp_jax.layout import seed_major
-from nbsp_jax.networks import hidden_widths
+from nbsp_jax.networks import LOG_STD_MAX, LOG_STD_MIN, hidden_widths
 from nbsp_jax.types import Step, Transition
 
 
@@ -50,13 +52,13 @@ class MetaWorld:
     # ---- agent (one seed, jitted) ----
     def make_agent(self, actor_opt, q_opt) -> sac.SAC:
         c = self.config
-        return sac.make_sac(
+        return with_injection(sac.make_sac(
             OBS_DIM, ACTION_DIM, hidden=hidden_widths(c.hidden, c.activation),
             activation=c.activation, policy_lr=c.policy_lr, q_lr=c.q_lr,
             gamma=c.gamma, tau=c.tau, policy_frequency=c.policy_frequency,
             batch_size=c.batch_size, actor_opt=actor_opt, q_opt=q_opt,
             alpha_logp=c.alpha_logp,
-        )
+        ), c, actor_post=clip_log_std)
 
     def adam(self, lr: float):
         return optax.adam(lr)
@@ -167,3 +169,11 @@ class MetaWorld:
 
     def progress_text(self, recent, returns) -> str:
         return " ".join(f"{np.mean(r):.2f}" if r else "nan" for r in recent)
+
+
+def clip_log_std(out):
+    """An injected actor's ``(mean, log_std)`` with the summed log-std clipped back into
+    CleanRL's bounds (each part's lies within them; their sum need not)."""
+    mean, log_std = out
+    return mean, jnp.clip(log_std, LOG_STD_MIN, LOG_STD_MAX)
+

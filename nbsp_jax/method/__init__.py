@@ -12,6 +12,7 @@ module              what
 ``ewc``             baseline: elastic weight consolidation as an optax transform
 ``plasticity``      plasticity metrics: dormant units, feature rank, parameter norms
 ``resets``          baselines: Shrink & Perturb at task switches, ReDo's dormant-unit resets
+``injection``       baseline: which parts of a plasticity-injected network train
 ``npc``             baseline: neuron-level plasticity control's Taylor importance (optax)
 ==================  =====================================================================
 
@@ -21,6 +22,7 @@ come in as Flax modules, batches through :data:`nbsp_jax.types.Sampler` function
 
 from nbsp_jax.method.ewc import EWCState, consolidate, diagonal_fisher, ewc, get_ewc
 from nbsp_jax.method.goal import SCORE_WINDOWS, GoalRecorder, scoring_goal
+from nbsp_jax.method.injection import injection_masks
 from nbsp_jax.method.masking import (
     MaskedScaleState,
     get_masks,
@@ -93,5 +95,5 @@ __all__ = [
     "num_selected", "ones_masks", "random_scores", "record_networks", "replay_sampler",
     "replay_step", "shrink_perturb", "score_layers", "score_networks", "scoring_goal",
     "select_top", "set_masks", "NPCState", "get_npc", "npc_importance", "npc_scales",
-    "taylor_importance", "skill_scores", "weight_scores",
+    "taylor_importance", "injection_masks", "skill_scores", "weight_scores",
 ]

@@ -70,10 +70,14 @@ def tree_norm(tree: Any) -> jax.Array:
 
 
 def forward_order(names) -> list[str]:
-    """Hidden layer names in forward order: ``conv<j>`` by ``j``, then ``fc<i>`` by ``i``."""
+    """Hidden layer names in forward order: ``conv<j>`` by ``j``, then ``fc<i>`` by ``i``.
+
+    Nested names (``'<part>/fc<i>'``, the parts of a plasticity-injected network) are ordered
+    by part, then within it; the last name is then the last part's last layer."""
     def order(name: str):
-        digits = "".join(ch for ch in name if ch.isdigit())
-        return (name.startswith("fc"), int(digits) if digits else 0)
+        prefix, _, leaf = name.rpartition("/")
+        digits = "".join(ch for ch in leaf if ch.isdigit())
+        return (prefix, leaf.startswith("fc"), int(digits) if digits else 0)
 
     return sorted(names, key=order)
 

@@ -43,11 +43,12 @@ class MethodSpec(NamedTuple):
     redo: bool = False  # ReDo's dormant-unit resets during training
     cbp: bool = False  # continual backprop's generate-and-test during training
     npc: bool = False  # NPC: Taylor importance during training, learning-rate scales after
+    inject: bool = False  # plasticity injection at each task switch after the first
 
     @property
     def acts_in_phase_one(self) -> bool:
         """Whether the method changes phase 1's training (then it cannot fork)."""
-        return self.redo or self.cbp or self.npc
+        return self.redo or self.cbp or self.npc or self.inject
 
 
 METHODS = {
@@ -61,6 +62,7 @@ METHODS = {
     "redo": MethodSpec(False, False, False, redo=True),
     "cbp": MethodSpec(False, False, False, cbp=True),
     "npc": MethodSpec(False, False, False, npc=True),
+    "pi": MethodSpec(False, False, False, inject=True),
 }
 
 

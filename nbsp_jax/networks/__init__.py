@@ -16,6 +16,7 @@ from nbsp_jax.networks.conv_matmul import (
     s2d_kernel,
     space_to_depth,
 )
+from nbsp_jax.networks.injection import Injected
 from nbsp_jax.networks.layers import (
     ACTIVATIONS,
     CReLUDense,
@@ -30,7 +31,7 @@ from nbsp_jax.networks.nature_cnn import KAIMING_NORMAL, NATURE_CNN, DiscreteAct
 
 __all__ = ["ACTIVATIONS", "CONV_IMPLS", "KAIMING_NORMAL", "LOG_STD_MAX", "LOG_STD_MIN",
            "NATURE_CNN", "CReLUDense", "ConvSpec", "DiscreteActor", "DiscreteQ",
-           "GaussianActor", "QNetwork", "ReLUConv", "ReLUConvMatmul", "ReLUDense",
+           "GaussianActor", "Injected", "QNetwork", "ReLUConv", "ReLUConvMatmul", "ReLUDense",
            "channel_mean", "conv_matmul", "dense_layer", "extract_patches", "gather_patches",
            "hidden_widths", "record", "relu_stack", "resolve_conv_impl", "s2d_kernel",
            "space_to_depth"]

@@ -41,7 +41,7 @@ class Learner(NamedTuple):
     probe: callable  # (actor_params, obs [S, n, ...]) -> policy outputs [S, n, ...]
     drift: callable  # (actor_params, obs [S, H, n, ...], ref [S, H, n, ...]) -> [S, H]
     change: callable  # (params, params0) -> {net: [S]}: L2 norm of each network's change
-    task_switch: callable  # (state, keys [S]) -> state: the method's reset between tasks
+    task_switch: callable  # (state, keys [S], phase) -> state: the method's switch of tasks
     redo: callable  # (state, buffer, keys [S]) -> (state, {net: [S] units reset}): ReDo
     cbp: callable  # (state, cbp, buffer, keys [S]) -> (state, cbp, {net: [S] replaced}): CBP
 
@@ -150,6 +150,8 @@ def optimizer(config, domain: Domain, spec: method.MethodSpec, lr: float,
     if spec.npc:  # importance from the raw gradient; its scales on Adam's step
         return optax.chain(method.npc_importance(config.npc_decay), domain.adam(lr),
                            masked_scale())
+    if spec.inject:  # plasticity injection: masks freeze every part but the training one
+        return optax.chain(domain.adam(lr), masked_scale())
     if not spec.masks:
         return None
     if config.mask_placement == "gradient":
@@ -273,12 +275,24 @@ def installed_masks(state, hidden: dict) -> dict:
     return {n: {k: kernel_mask(trees[n], k) for k in layers} for n, layers in hidden.items()}
 
 
-def task_switch(config, domain: Domain, agent):
-    """One seed's ``(state, key) -> state`` between two tasks: Shrink & Perturb of the actor,
-    the critics and their targets toward a fresh initialisation drawn with ``key``
-    (``config.sp_shrink``, ``config.sp_perturb``); the temperature and the optimizer states
-    are kept. Only the ``shrink_perturb`` method calls it."""
-    def switch(state, key):
+def task_switch(config, domain: Domain, agent, spec: method.MethodSpec):
+    """One seed's ``(state, key, phase) -> state`` between phase ``phase`` and the next
+    (0-based; ``-1``: before the first). Shrink & Perturb: the actor, the critics and their
+    targets shrink toward a fresh initialisation drawn with ``key`` (``config.sp_shrink``,
+    ``config.sp_perturb``); the temperature and the optimizer states are kept. Plasticity
+    injection: the actor's and critics' ``masked_scale`` masks train part ``new{phase}``
+    (``base`` for ``-1``) and freeze the rest (:func:`nbsp_jax.method.injection_masks`); the
+    function, and so the output, is unchanged. Only those two methods call it."""
+    def inject(state, phase):
+        p = state.params
+        opt = state.opt._replace(
+            actor=method.set_masks(state.opt.actor, method.injection_masks(p.actor, phase)),
+            q=method.set_masks(state.opt.q, method.injection_masks(p.q, phase)))
+        return state._replace(opt=opt)
+
+    def switch(state, key, phase):
+        if spec.inject:
+            return inject(state, phase)
         fresh = domain.init_state(agent, key).params
         sp = lambda a, b: method.shrink_perturb(a, b, config.sp_shrink, config.sp_perturb)
         p = state.params
@@ -451,7 +465,8 @@ def make_learner(config: ml_collections.ConfigDict,
         probe=jax.jit(jax.vmap(lambda p, o: domain.probe_action(agent, p, o))),
         drift=jax.jit(jax.vmap(drift)),
         change=jax.jit(jax.vmap(param_change)),
-        task_switch=jax.jit(seeded(jax.vmap(task_switch(config, domain, agent)), (0, 0))),
+        task_switch=jax.jit(seeded(jax.vmap(task_switch(config, domain, agent, spec),
+                                            in_axes=(0, 0, None)), (0, 0, None))),
         redo=jax.jit(seeded(jax.vmap(redo_step(config, domain, agent)), (0, 0, 0))),
         cbp=jax.jit(seeded(jax.vmap(cbp_chunk(config, domain, agent)), (0, 0, 0, 0))),
         store=jax.jit(seeded(jax.vmap(domain.store, in_axes=(0, 0, 0, None)), (0, 0, 0, None)),
@@ -467,7 +482,7 @@ def compilations(learner: Learner) -> dict:
         names.append("act_sampled_eval")
     if learner.domain.probe_action is not None:
         names += ["probe", "drift"]
-    if learner.spec.shrink_perturb:
+    if learner.spec.shrink_perturb or learner.spec.inject:
         names.append("task_switch")
     if learner.spec.redo:
         names.append("redo")

@@ -305,7 +305,10 @@ class PhaseRun:
         if learner.spec.shrink_perturb and phase < len(self.phases) - 1:
             # After the evaluation: the next task starts from the shrunk, perturbed networks.
             sp_keys = jax.vmap(lambda k: jax.random.fold_in(k, 11))(store_keys)
-            state = learner.task_switch(state, sp_keys)
+            state = learner.task_switch(state, sp_keys, jnp.int32(phase))
+        if learner.spec.inject and phase < len(self.phases) - 1:
+            # Plasticity injection into the next task: new{phase} trains from now on.
+            state = learner.task_switch(state, store_keys, jnp.int32(phase))
         sr_rows = self.host.sr_rows + ([[evals[t].tolist() for t in self.phases]]
                                        if evals else [])  # [H][S]
         summary = self.summary(evals, goal_kind, constant, drift, plasticity)

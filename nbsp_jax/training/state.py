@@ -103,6 +103,8 @@ def init_run(config, learner: Learner, num_phases: int) -> tuple[DeviceState, Ho
     init_keys, act_keys, task_keys = jax.vmap(lambda k: tuple(jax.random.split(k, 3)))(keys)
     dom = learner.domain
     state = jax.vmap(functools.partial(dom.init_state, learner.agent))(init_keys)
+    if learner.spec.inject:  # plasticity injection: only the base networks train at first
+        state = learner.task_switch(state, init_keys, jnp.int32(-1))
     # Transitions of all earlier tasks (Eq. 8); a tiny, never filled buffer when the method
     # does not replay, so every method runs the same compiled update.
     stored = num_phases - 1 if learner.spec.replay else 0
