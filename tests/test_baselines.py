@@ -128,7 +128,9 @@ BASELINES = {"ewc": ("--config.method=ewc",),
              "redo": ("--config.method=redo", "--config.redo_every=64"),
              "cbp": ("--config.method=cbp",),
              "npc": ("--config.method=npc",),
-             "pi": ("--config.method=pi",),
+             # One pass (2 tasks, 1 injection): each network part costs a pass, and the
+             # Atari smoke's 2 cycles would hold 3 injections (7 CNN passes per network).
+             "pi": ("--config.method=pi", "--config.cycles=1"),
              "crelu": ("--config.activation=crelu",)}
 
 
