@@ -197,7 +197,7 @@ def _loop_fields(c: ml_collections.ConfigDict) -> None:
     # ablation uses it to fork its arms from phase 1 before the source's phase 2 has run.
     c.stop_after_phase = 0
     # Seconds between periodic checkpoints (one is also written at the end of every phase).
-    c.checkpoint_every_s = 600
+    c.checkpoint_every_s = 600.0
     # Evaluation episodes per seed at the end of each task (deterministic policy); 0 disables.
     c.eval_episodes = 10
     # How the seed axis of the gradient update is computed: 'vmap' (one batched computation)

@@ -525,3 +525,33 @@ def test_plasticity_injection_through_the_loop(tmp_path):
     with pytest.raises(ValueError, match="acts during phase 1's training"):
         training.train_and_evaluate(tiny_config(method="pi", fork_from=str(src), **kw),
                                     str(tmp_path / "fork"))
+
+
+@pytest.mark.slow
+def test_cbp_resumed_mid_phase_keeps_its_state_and_counts(tmp_path, monkeypatch):
+    """A CBP run killed mid-phase (after a checkpoint) and resumed replaces as many units as
+    an uninterrupted run: replacements accrue at cbp_rate * mature units per step, so the
+    count depends on the restored ages and owed fractions, not on the data, and the phase's
+    count must include the replacements made before the kill."""
+    from nbsp_jax.training.phase import PhaseRun
+
+    kw = dict(tasks=("reach", "window-open"), steps_per_task=400, learning_starts=100,
+              method="cbp", cbp_rate=0.01, cbp_maturity=10, checkpoint_every_s=1e-6)
+    whole = training.train_and_evaluate(tiny_config(**kw), str(tmp_path / "whole"))
+    original, calls = PhaseRun.checkpoint, []
+
+    def killed(self, *a, **k):
+        original(self, *a, **k)
+        calls.append(self.steps)
+        if self.phase == 0 and len(calls) == 4:
+            raise RuntimeError("killed")
+
+    monkeypatch.setattr(PhaseRun, "checkpoint", killed)
+    with pytest.raises(RuntimeError, match="killed"):
+        training.train_and_evaluate(tiny_config(**kw), str(tmp_path / "cut"))
+    monkeypatch.setattr(PhaseRun, "checkpoint", original)
+    assert 100 < calls[-1] < 400  # killed mid-phase 1, after its updates began
+    resumed = training.train_and_evaluate(tiny_config(**kw), str(tmp_path / "cut"))
+    for p_whole, p_resumed in zip(whole["phases"], resumed["phases"], strict=True):
+        assert p_resumed["cbp_replacements"] == p_whole["cbp_replacements"]
+    assert all(s["actor"] > 0 for s in whole["phases"][0]["cbp_replacements"])

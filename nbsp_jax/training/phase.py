@@ -150,7 +150,9 @@ class PhaseRun:
         # copy, since the update donates the state's buffers.
         run.params0 = jax.tree.map(jnp.copy, device.state.params)
         run.resumed_at = host.steps
-        run.redo_resets = {net: jnp.zeros(S, jnp.int32) for net in ("actor", "qf1", "qf2")}
+        # Units reset in this phase so far (kept over a resumption by the checkpoint).
+        run.redo_resets = {net: jnp.asarray((host.resets or {}).get(net, [0] * S), jnp.int32)
+                           for net in ("actor", "qf1", "qf2")}
         run.actor = HostActor(learner) if learner.actor_device is not None else None
         if run.actor is not None:
             run.act_keys = jax.device_put(run.act_keys, learner.actor_device)
@@ -257,6 +259,8 @@ class PhaseRun:
         host = dataclasses.replace(self.host, steps=self.steps, grad_step=self.grad_step,
                                    recorder=self.recorder.host_state(),
                                    rng=self.rng.bit_generator.state,
+                                   resets={k: np.asarray(v).tolist() for k, v in
+                                           jax.device_get(self.redo_resets).items()},
                                    **self.episodes.host_fields())
         return device, host
 
@@ -316,7 +320,7 @@ class PhaseRun:
                                       pre=pre, probes=probes,
                                       recorder=new_recorder(c, dom).arrays())
         host = dataclasses.replace(
-            self.host, phase=phase + 1, steps=0, restarts=0, grad_step=self.grad_step,
+            self.host, phase=phase + 1, steps=0, restarts=0, grad_step=self.grad_step, resets=None,
             rng=self.rng.bit_generator.state, recorder=new_recorder(c, dom, 1).host_state(),
             sr_rows=sr_rows, phases=self.host.phases + [summary],
             steps_to_threshold=list(self.episodes.steps_to_threshold))

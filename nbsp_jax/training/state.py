@@ -68,6 +68,8 @@ class HostState:
     rng: dict  # numpy bit-generator state of the random initial actions
     log_sizes: list | None = None  # bytes of each seed's JSONL log at the checkpoint
     forked_from: str | None = None  # the run whose fork point phase 1 came from
+    # Per net, per seed, units reset (ReDo) or replaced (CBP) so far in the current phase.
+    resets: dict | None = None
     format: int = FORMAT
 
 
