@@ -1,8 +1,12 @@
 """Runs the paper's ablation table (Tables 2, 3 and 9) at CPU scale and collects it to markdown.
 
     python -m experiments.ablation --pair window [--pair button_window] [--arms all] \
-        [--seeds 5] [--variant cpu] [--runs runs/ablation] [--out results/ablation] \
-        [--collect-only] [--dry-run] [-- --config.x=y ...]
+        [--table ablation|baselines] [--seeds 5] [--variant cpu] [--runs runs/ablation] \
+        [--out results/ablation] [--collect-only] [--dry-run] [-- --config.x=y ...]
+
+``--table baselines`` runs Table 1's baselines next to ``sac`` and ``nbsp`` (the same runs
+as the ablation's) and writes ``<out>/<pair>_baselines.md``; the baselines that act during
+phase 1 (NPC, CReLU, CBP, PI, ReDo) train their own phase 1 instead of forking.
 
 Each arm (a method or an ablation of NBSP, see ``ARMS``) of each pair (a
 ``configs/metaworld_<pair>.py``) is one ``python -m nbsp_jax.train`` subprocess, run one
@@ -42,6 +46,7 @@ from typing import Any
 import numpy as np
 
 from nbsp_jax import metrics
+from nbsp_jax.method import method_spec
 from nbsp_jax.training.phase import FORK_POINT
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -56,6 +61,22 @@ ARMS: dict[str, tuple[str, ...]] = {
     "nbsp_hard": ("--config.method=nbsp_hard",),
     "nbsp_random": ("--config.method=nbsp", "--config.selector=random"),
     "nbsp_gradient": ("--config.method=nbsp", "--config.mask_placement=gradient"),
+    # The baselines of Table 1 (appendix C.1), with their config defaults.
+    "ewc": ("--config.method=ewc",),
+    "npc": ("--config.method=npc",),
+    "crelu": ("--config.method=sac", "--config.activation=crelu"),
+    "cbp": ("--config.method=cbp",),
+    "pi": ("--config.method=pi",),
+    "redo": ("--config.method=redo",),
+    "shrink_perturb": ("--config.method=shrink_perturb",),
+}
+# The tables: the paper's ablation (Tables 2, 3 and 9, the default) and Table 1's baselines
+# next to SAC and NBSP (in the paper's column order, then ReDo and Shrink & Perturb). Arms
+# are shared: a run of the sac or nbsp arm counts in both.
+TABLES: dict[str, tuple[str, ...]] = {
+    "ablation": ("sac", "replay_only", "mask_only", "nbsp", "nbsp_hard", "nbsp_random",
+                 "nbsp_gradient"),
+    "baselines": ("sac", "ewc", "npc", "crelu", "cbp", "pi", "nbsp", "redo", "shrink_perturb"),
 }
 # The arm that trains phase 1 for all the others (its run keeps a fork point; every method's
 # phase-1 training is the same computation, since masks and replay act only after it).
@@ -96,15 +117,17 @@ def validate_pairs(pairs: Sequence[str]) -> list[str]:
     return list(dict.fromkeys(pairs))
 
 
-def validate_arms(arms: Sequence[str]) -> list[str]:
+def validate_arms(arms: Sequence[str], table: str = "ablation") -> list[str]:
     """Expands and checks arm names.
 
     Args:
         arms: arm names; an entry may hold several separated by commas, and ``'all'`` stands
-            for every arm of ``ARMS``.
+            for every arm of ``TABLES[table]``.
+        table: a key of ``TABLES``: its order is the table's row order.
 
     Returns:
-        The arms in ``ARMS`` order, without duplicates.
+        The arms in the table's order (then ``ARMS`` order for arms of another table),
+        without duplicates.
 
     Raises:
         ValueError: naming the first unknown arm and the valid choices, or if none is given.
@@ -115,9 +138,22 @@ def validate_arms(arms: Sequence[str]) -> list[str]:
     for name in names:
         if name != "all" and name not in ARMS:
             raise ValueError(f"unknown arm {name!r}; valid choices: all, {', '.join(ARMS)}")
+    if table not in TABLES:
+        raise ValueError(f"unknown table {table!r}; valid choices: {', '.join(TABLES)}")
     if "all" in names:
-        return list(ARMS)
-    return [a for a in ARMS if a in names]
+        return list(TABLES[table])
+    order = list(TABLES[table]) + [a for a in ARMS if a not in TABLES[table]]
+    return [a for a in order if a in names]
+
+
+def forks(arm: str) -> bool:
+    """Whether ``arm`` can start from the ``FORK_SOURCE`` arm's end of phase 1: its method
+    acts only after phase 1 (a method that acts during it, or another activation, trains its
+    own phase 1)."""
+    fields = dict(o[len("--config."):].split("=", 1) for o in ARMS[arm])
+    if fields.get("activation", "relu") != "relu":
+        return False
+    return not method_spec(fields.get("method", "nbsp")).acts_in_phase_one
 
 
 def split_extra(argv: Sequence[str]) -> tuple[list[str], list[str]]:
@@ -156,7 +192,8 @@ def train_command(pair: str, arm: str, *, runs: str, seeds: int, variant: str,
         extra: further ``--config.x=y`` overrides, appended last (so they win).
         python: interpreter.
         fork: start from the ``FORK_SOURCE`` arm's end of phase 1 (``--config.fork_from``),
-            so that every arm shares phase 1 with it (paired comparison, half the cost).
+            so that every arm shares phase 1 with it (paired comparison, half the cost);
+            ignored for an arm that cannot fork (:func:`forks`).
 
     Returns:
         The argv list of ``python -m nbsp_jax.train ...``.
@@ -168,7 +205,7 @@ def train_command(pair: str, arm: str, *, runs: str, seeds: int, variant: str,
             "--workdir", workdir_of(runs, pair, arm), f"--config.num_seeds={seeds}",
             "--config.progress=False", *ARMS[arm],
             *([f"--config.fork_from={workdir_of(runs, pair, FORK_SOURCE)}"]
-              if fork and arm != FORK_SOURCE else []), *extra]
+              if fork and arm != FORK_SOURCE and forks(arm) else []), *extra]
 
 
 def run_order(arms: Sequence[str], fork: bool) -> list[tuple[str, int]]:
@@ -177,9 +214,10 @@ def run_order(arms: Sequence[str], fork: bool) -> list[tuple[str, int]]:
     Without forking, ``arms`` in order. With it, the ``FORK_SOURCE`` arm first trains phase 1
     only (``--config.stop_after_phase=1``, which writes its fork point), then the other arms run
     from that fork point, and the source arm's later phases come last (when it is asked for),
-    so that the methods' results do not wait for the source's whole run.
+    so that the methods' results do not wait for the source's whole run. (When no arm forks,
+    ``arms`` in order.)
     """
-    if not fork:
+    if not fork or not any(forks(arm) for arm in arms if arm != FORK_SOURCE):
         return [(arm, 0) for arm in arms]
     return ([(FORK_SOURCE, 1)] + [(arm, 0) for arm in arms if arm != FORK_SOURCE]
             + ([(FORK_SOURCE, 0)] if FORK_SOURCE in arms else []))
@@ -414,7 +452,7 @@ def git_commit() -> str:
 
 
 def markdown(pair: str, collected: dict[str, dict], *, command: str, commit: str,
-             missing: Sequence[str] = ()) -> str:
+             missing: Sequence[str] = (), title: str = "Ablation") -> str:
     """The report of one pair.
 
     Args:
@@ -431,7 +469,7 @@ def markdown(pair: str, collected: dict[str, dict], *, command: str, commit: str
     first = next(iter(collected.values()), {})
     tasks = first.get("tasks", [])
     lines = [
-        f"# Ablation: {pair}",
+        f"# {title}: {pair}",
         "",
         f"- command: `{command}`",
         f"- commit: `{commit}`",
@@ -478,17 +516,19 @@ def markdown(pair: str, collected: dict[str, dict], *, command: str, commit: str
 
 
 def write_pair(out: str, pair: str, collected: dict[str, dict], *, command: str, commit: str,
-               missing: Sequence[str] = ()) -> str:
+               missing: Sequence[str] = (), table: str = "ablation") -> str:
     """Writes ``<out>/<pair>.md``, ``<out>/<pair>.json`` and copies the runs' plots.
 
     Returns:
         The markdown text written.
     """
     os.makedirs(out, exist_ok=True)
-    text = markdown(pair, collected, command=command, commit=commit, missing=missing)
-    with open(os.path.join(out, f"{pair}.md"), "w") as f:
+    name = report_name(pair, table)
+    text = markdown(pair, collected, command=command, commit=commit, missing=missing,
+                    title="Ablation" if table == "ablation" else "Table 1 baselines")
+    with open(os.path.join(out, f"{name}.md"), "w") as f:
         f.write(text)
-    with open(os.path.join(out, f"{pair}.json"), "w") as f:
+    with open(os.path.join(out, f"{name}.json"), "w") as f:
         json.dump({"pair": pair, "command": command, "commit": commit,
                    "missing": list(missing), "arms": collected}, f, indent=2)
     for arm, c in collected.items():
@@ -499,8 +539,13 @@ def write_pair(out: str, pair: str, collected: dict[str, dict], *, command: str,
     return text
 
 
+def report_name(pair: str, table: str) -> str:
+    """The report's file stem: ``<pair>`` for the ablation, ``<pair>_<table>`` otherwise."""
+    return pair if table == "ablation" else f"{pair}_{table}"
+
+
 def collect_and_write(runs: str, out: str, pair: str, arms: Sequence[str], *, command: str,
-                      commit: str) -> dict[str, dict]:
+                      commit: str, table: str = "ablation") -> dict[str, dict]:
     """:func:`collect` then :func:`write_pair` (only when some arm has finished).
 
     Returns:
@@ -511,9 +556,10 @@ def collect_and_write(runs: str, out: str, pair: str, arms: Sequence[str], *, co
     if not collected:
         print(f"{pair}: no finished arm under {runs} yet; nothing written")
         return collected
-    write_pair(out, pair, collected, command=command, commit=commit, missing=missing)
+    write_pair(out, pair, collected, command=command, commit=commit, missing=missing,
+               table=table)
     print(f"{pair}: {len(collected)}/{len(arms)} arms collected -> "
-          f"{os.path.join(out, pair + '.md')}")
+          f"{os.path.join(out, report_name(pair, table) + '.md')}")
     return collected
 
 
@@ -534,6 +580,9 @@ def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
                                 description=__doc__.split("\n")[0])
     p.add_argument("--pair", action="append", default=[],
                    help="configs/metaworld_<pair>.py; repeat for several")
+    p.add_argument("--table", default="ablation",
+                   help=f"which table 'all' arms means and the report is named by: "
+                        f"{', '.join(TABLES)} (default ablation)")
     p.add_argument("--arms", nargs="+", default=["all"],
                    help=f"'all' or some of: {', '.join(ARMS)} (space or comma separated)")
     p.add_argument("--seeds", type=int, default=5, help="config.num_seeds of every run")
@@ -547,7 +596,7 @@ def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
                         f"{FORK_SOURCE!r} arm's end of phase 1, which then runs first)")
     a = p.parse_args(own)
     a.pair = validate_pairs(a.pair)
-    a.arms = validate_arms(a.arms)
+    a.arms = validate_arms(a.arms, a.table)
     if a.seeds < 1:
         raise ValueError(f"--seeds must be >= 1, got {a.seeds}")
     return a, extra
@@ -572,7 +621,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     commit = git_commit()
     if a.collect_only:
         for pair in a.pair:
-            collect_and_write(a.runs, a.out, pair, a.arms, command=command, commit=commit)
+            collect_and_write(a.runs, a.out, pair, a.arms, command=command, commit=commit,
+                              table=a.table)
         return 0
     jobs = [(pair, arm, stop) for pair in a.pair for arm, stop in run_order(a.arms, a.fork)]
     failed: list[str] = []
@@ -606,11 +656,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             print(f"{tag}: done in {took:.0f} s")
         ran.add(pair)
-        collect_and_write(a.runs, a.out, pair, a.arms, command=command, commit=commit)
+        collect_and_write(a.runs, a.out, pair, a.arms, command=command, commit=commit,
+                          table=a.table)
     if a.dry_run:
         return 0
     for pair in (p for p in a.pair if p not in ran):  # every arm was finished already
-        collect_and_write(a.runs, a.out, pair, a.arms, command=command, commit=commit)
+        collect_and_write(a.runs, a.out, pair, a.arms, command=command, commit=commit,
+                          table=a.table)
     if failed:
         print(f"{len(failed)} arm(s) failed: {'; '.join(failed)}")
         return 1

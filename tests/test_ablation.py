@@ -52,7 +52,7 @@ def test_bad_pair_and_arm_name_the_choices(capsys):
     with pytest.raises(ValueError, match=r"unknown arm 'nbsp_soft'.*valid choices: all, sac"):
         ablation.validate_arms(["sac,nbsp_soft"])
     assert "button_window" in ablation.valid_pairs()
-    assert ablation.validate_arms(["all"]) == list(ablation.ARMS)
+    assert ablation.validate_arms(["all"]) == list(ablation.TABLES["ablation"])
     assert ablation.validate_arms(["nbsp_random,sac", "sac"]) == ["sac", "nbsp_random"]
     # The CLI reports the same message and exits 2 before running anything.
     assert ablation.main(["--pair", "nope", "--dry-run"]) == 2
@@ -231,3 +231,34 @@ def test_fork_order_runs_the_methods_before_the_source_phase_two(tmp_path, monke
                           "--out", out]) == 0
     assert calls == [("window_mask_only", False)]
     assert ablation.run_order(["sac", "nbsp"], fork=False) == [("sac", 0), ("nbsp", 0)]
+
+
+def test_baselines_table_forks_only_the_methods_that_act_after_phase_one(tmp_path, capsys):
+    runs, out = str(tmp_path / "runs"), str(tmp_path / "out")
+    assert ablation.validate_arms(["all"], "baselines") == list(ablation.TABLES["baselines"])
+    assert [a for a in ablation.ARMS if ablation.forks(a)] == [
+        "sac", "replay_only", "mask_only", "nbsp", "nbsp_hard", "nbsp_random", "nbsp_gradient",
+        "ewc", "shrink_perturb"]
+    with pytest.raises(ValueError, match=r"unknown table 'table9'; valid choices: ablation, "
+                                         r"baselines"):
+        ablation.validate_arms(["all"], "table9")
+    assert ablation.main(["--pair", "window", "--table", "baselines", "--runs", runs,
+                          "--out", out, "--dry-run"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    # sac's phase 1 first, then the table's arms in order, then sac's phase 2.
+    names = [line.split(": ")[0].split("] ")[1] for line in lines]
+    assert names == ["window sac (phase 1, the fork point)", "window ewc", "window npc",
+                     "window crelu", "window cbp", "window pi", "window nbsp", "window redo",
+                     "window shrink_perturb", "window sac"]
+    by_arm = dict(zip(names, lines, strict=True))
+    for arm in ("ewc", "nbsp", "shrink_perturb"):
+        assert "--config.fork_from=" in by_arm[f"window {arm}"]
+    for arm in ("npc", "crelu", "cbp", "pi", "redo"):
+        assert "--config.fork_from=" not in by_arm[f"window {arm}"]
+    assert "--config.activation=crelu" in by_arm["window crelu"]
+    _write_run(os.path.join(runs, "window_sac"), method="sac")
+    assert ablation.main(["--pair", "window", "--table", "baselines", "--runs", runs,
+                          "--out", out, "--collect-only"]) == 0
+    with open(os.path.join(out, "window_baselines.md")) as f:
+        text = f.read()
+    assert text.startswith("# Table 1 baselines: window") and "Not finished: ewc, npc" in text
