@@ -171,6 +171,7 @@ def test_sigkill_mid_phase_then_resume(tmp_path):
     # Phase 1 was not trained again: its record is the one from before the kill.
     assert results["phases"][0]["wall_s"] == phase1_wall
     assert results["phases"][1]["env_steps"] == 2500
+    assert max(results["compilations"].values()) <= 1, results["compilations"]
     assert np.asarray(results["sr"]).shape == (2, 2, 2)
 
 
@@ -262,6 +263,8 @@ def test_fork_from_a_runs_phase_one(tmp_path):
     assert pb["actor_drift"][0][0] > 0
     assert pb["constant_units"][0]["actor/fc0"][1] == 32
     assert b["phases"][0]["env_steps"] == 300
+    # Restored (committed) and fresh arrays are placed alike: nothing compiles twice.
+    assert max(b["compilations"].values()) == 1, b["compilations"]
     with pytest.raises(ValueError, match="hidden"):
         training.train_and_evaluate(tiny_config(method="nbsp", fork_from=str(src), hidden=(16, 16),
                                              **kw), str(tmp_path / "bad"))

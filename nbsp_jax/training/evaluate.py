@@ -3,10 +3,11 @@ of every pool a run creates."""
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nbsp_jax.training.learner import Learner, seed_keys
+from nbsp_jax.training.learner import Learner, placed_like, seed_keys
 
 
 def env_seed(config, phase: int, purpose: int = 0, restart: int = 0,
@@ -43,7 +44,8 @@ def evaluate(learner: Learner, actor_params, task: str, config, task_index: int,
     n, dom = config.eval_episodes, learner.domain
     env = dom.make_env(task, n, env_seed(config, 0, 1 + task_index, envs_per_seed=n),
                        train=False)
-    keys = seed_keys(config.seed + 1 + task_index, config.num_seeds, config.seed_offset)
+    keys = placed_like(seed_keys(config.seed + 1 + task_index, config.num_seeds,
+                                 config.seed_offset), jax.tree.leaves(actor_params)[0])
     obs = env.reset()
     success = np.zeros((config.num_seeds, n), bool)
     at_end = np.zeros((config.num_seeds, n), bool)  # success on the episode's last step

@@ -12,7 +12,7 @@ import jax
 import ml_collections
 
 from nbsp_jax.method import EWCState, MaskedScaleState, method_spec
-from nbsp_jax.training.learner import Learner, make_learner
+from nbsp_jax.training.learner import Learner, commit, make_learner
 from nbsp_jax.training.phase import FORK_POINT
 from nbsp_jax.training.state import DeviceState, HostState, init_run, place, restore
 from nbsp_jax.workdir.checkpoint import Checkpointer
@@ -79,6 +79,9 @@ def fork(config, learner: Learner, template: DeviceState, num_phases: int,
     fork_ckpt.close()
     device = device._replace(state=graft_state(device.state, template.state),
                              pre=template.pre)  # empty at the end of phase 1 for every method
+    # Restored arrays are committed, the template's are not: commit all, so that the first
+    # calls after the fork compile as the later ones do.
+    device = commit(device)
     for s in range(config.num_seeds):  # phase 1's training curves
         name = f"seed_{config.seed_offset + s}"
         shutil.copytree(os.path.join(src, name), os.path.join(workdir, name), dirs_exist_ok=True)

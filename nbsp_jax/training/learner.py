@@ -500,3 +500,24 @@ def seed_keys(seed: int, num_seeds: int, offset: int = 0) -> jax.Array:
     (``offset``: ``config.seed_offset``, the global index of seed 0)."""
     base = jax.random.key(seed)
     return jax.vmap(lambda s: jax.random.fold_in(base, s))(offset + jnp.arange(num_seeds))
+
+
+def placed_like(x: jax.Array, ref: jax.Array) -> jax.Array:
+    """``x`` (leading seed axis) placed as ``ref``'s leading axis is: committed to its device
+    or its mesh when ``ref`` is committed, as is otherwise. A jitted function compiles once
+    per placement of its arguments, so keys made fresh on the host must match the parameters
+    they are called with (committed after a restore or a fork, uncommitted in a fresh run)."""
+    if not getattr(ref, "committed", False):
+        return x
+    s = ref.sharding
+    if isinstance(s, jax.sharding.NamedSharding):
+        s = jax.sharding.NamedSharding(s.mesh, jax.sharding.PartitionSpec(*s.spec[:1]))
+    return jax.device_put(x, s)
+
+
+def commit(tree):
+    """Every array of ``tree`` committed where it lies (restored and fresh arrays then call
+    jitted functions with one placement: no second compilation)."""
+    return jax.tree.map(lambda x: x if getattr(x, "committed", True)
+                        else jax.device_put(x, x.sharding), tree)
+
