@@ -201,7 +201,8 @@ def _loop_fields(c: ml_collections.ConfigDict) -> None:
     # Evaluation episodes per seed at the end of each task (deterministic policy); 0 disables.
     c.eval_episodes = 10
     # How the seed axis of the gradient update is computed: 'vmap' (one batched computation)
-    # or 'map' (seeds one after another in the same compiled call, faster on CPU).
+    # or 'map' (seeds one after another in the same compiled call). On this project's 2-core
+    # CPU 'vmap' was as fast or faster at 1-8 seeds (docs/performance.md); GPU not measured.
     c.seed_axis = "vmap"
     # Where the policy acts: 'learner' (on the learner's device, after each chunk's update) or
     # 'host' (on a host CPU device with the parameters from before the update in flight, so
