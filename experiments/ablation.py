@@ -11,9 +11,11 @@ phase 1 (NPC, CReLU, CBP, PI, ReDo) train their own phase 1 instead of forking.
 Each arm (a method or an ablation of NBSP, see ``ARMS``) of each pair (a
 ``configs/metaworld_<pair>.py``) is one ``python -m nbsp_jax.train`` subprocess, run one
 after another, writing ``<runs>/<pair>_<arm>/`` and logging to ``<runs>/<pair>_<arm>.log``.
-An arm whose workdir holds ``results.json`` is finished and skipped; any other is started, or
-resumed from its checkpoints (the train CLI resumes a workdir that holds the same config), so
-rerunning the same command after an interruption continues where it stopped. Arguments after
+An arm whose workdir holds ``results.json`` is finished and skipped, and so is one whose
+report kept it (``<out>/<pair>_<arm>_results.json``: committed, the table grows over sessions
+whose run folders are gone); any other is started, or resumed from its checkpoints (the train
+CLI resumes a workdir that holds the same config), so rerunning the same command after an
+interruption continues where it stopped. Arguments after
 ``--`` are passed to every train command (e.g. ``-- --config.steps_per_task=2000``). By
 default every arm starts from the ``sac`` arm's end of phase 1 (``--config.fork_from``; the
 ``sac`` arm first trains phase 1 alone, then the other arms run, then the ``sac`` arm's phase 2
@@ -176,6 +178,24 @@ def workdir_of(runs: str, pair: str, arm: str) -> str:
 def is_finished(workdir: str) -> bool:
     """True when ``workdir`` holds a ``results.json`` (the train CLI writes it last)."""
     return os.path.exists(os.path.join(workdir, "results.json"))
+
+
+def results_copy(out: str, pair: str, arm: str) -> str:
+    """Where the report keeps a finished arm's ``results.json``
+    (``<out>/<pair>_<arm>_results.json``): a table committed from earlier sessions, whose run
+    folders are gone, still has it."""
+    return os.path.join(out, f"{pair}_{arm}_results.json")
+
+
+def finished_results(runs: str, out: str | None, pair: str, arm: str) -> str | None:
+    """The ``results.json`` of a finished arm: its run's, else the report's copy (``out``),
+    else None (not finished)."""
+    path = os.path.join(workdir_of(runs, pair, arm), "results.json")
+    if os.path.exists(path):
+        return path
+    if out is not None and os.path.exists(results_copy(out, pair, arm)):
+        return results_copy(out, pair, arm)
+    return None
 
 
 def train_command(pair: str, arm: str, *, runs: str, seeds: int, variant: str,
@@ -355,12 +375,13 @@ def summarize_sr(sr: np.ndarray) -> tuple[dict, dict]:
     return per_seed, summary
 
 
-def collect_arm(workdir: str, arm: str) -> dict[str, Any]:
+def collect_arm(workdir: str, arm: str, path: str | None = None) -> dict[str, Any]:
     """Reads one finished run and computes its per-seed metrics and their summary.
 
     Args:
-        workdir: folder holding ``results.json``.
+        workdir: the run's folder (its plots are copied from there when it exists).
         arm: a key of ``ARMS`` (to check the run's config against it).
+        path: its ``results.json`` (default ``<workdir>/results.json``).
 
     Returns:
         ``{'workdir', 'tasks', 'seeds', 'sr' [S][H][H], 'per_seed': {metric: [S]},
@@ -372,10 +393,11 @@ def collect_arm(workdir: str, arm: str) -> dict[str, Any]:
     Raises:
         ValueError: if the run has no sr matrix (``eval_episodes=0``) or a malformed one.
     """
-    with open(os.path.join(workdir, "results.json")) as f:
+    path = path or os.path.join(workdir, "results.json")
+    with open(path) as f:
         r = json.load(f)
     if not r.get("sr"):
-        raise ValueError(f"{workdir}/results.json has no sr matrix (eval_episodes=0?)")
+        raise ValueError(f"{path} has no sr matrix (eval_episodes=0?)")
     sr = np.asarray(r["sr"], dtype=np.float64)  # [S, H, H]
     per_seed, summary = summarize_sr(sr)
     last = (summarize_sr(np.asarray(r["sr_last_step"], np.float64))[1]
@@ -383,6 +405,7 @@ def collect_arm(workdir: str, arm: str) -> dict[str, Any]:
     phases = r.get("phases") or []
     return {
         "workdir": workdir,
+        "results": path,
         "tasks": list(r.get("tasks") or []),
         "seeds": int(sr.shape[0]),
         "sr": sr.tolist(),
@@ -397,24 +420,27 @@ def collect_arm(workdir: str, arm: str) -> dict[str, Any]:
     }
 
 
-def collect(runs: str, pair: str, arms: Sequence[str] = tuple(ARMS)) -> dict[str, dict]:
+def collect(runs: str, pair: str, arms: Sequence[str] = tuple(ARMS),
+            out: str | None = None) -> dict[str, dict]:
     """Collects the finished arms of one pair.
 
     Args:
         runs: folder holding the workdirs ``<pair>_<arm>``.
         pair: pair name.
         arms: arms to look for, in table order.
+        out: the reports' folder: an arm whose run folder is gone counts as finished when the
+            report kept its ``results.json`` (:func:`results_copy`).
 
     Returns:
-        ``arm -> collect_arm(...)`` for each arm whose workdir holds ``results.json``, in the
+        ``arm -> collect_arm(...)`` for each finished arm (:func:`finished_results`), in the
         order of ``arms``; unfinished arms are left out.
     """
-    out = {}
+    collected = {}
     for arm in arms:
-        workdir = workdir_of(runs, pair, arm)
-        if is_finished(workdir):
-            out[arm] = collect_arm(workdir, arm)
-    return out
+        path = finished_results(runs, out, pair, arm)
+        if path is not None:
+            collected[arm] = collect_arm(workdir_of(runs, pair, arm), arm, path)
+    return collected
 
 
 def _num(x: float | None, fmt: str = "{:.3f}") -> str:
@@ -536,6 +562,9 @@ def write_pair(out: str, pair: str, collected: dict[str, dict], *, command: str,
             src = os.path.join(c["workdir"], f"{png}.png")
             if os.path.exists(src):
                 shutil.copy(src, os.path.join(out, f"{pair}_{arm}_{png}.png"))
+        keep = results_copy(out, pair, arm)  # the table survives its run folders
+        if os.path.abspath(c.get("results") or keep) != os.path.abspath(keep):
+            shutil.copy(c["results"], keep)
     return text
 
 
@@ -551,7 +580,7 @@ def collect_and_write(runs: str, out: str, pair: str, arms: Sequence[str], *, co
     Returns:
         The collected arms (possibly empty).
     """
-    collected = collect(runs, pair, arms)
+    collected = collect(runs, pair, arms, out)
     missing = [a for a in arms if a not in collected]
     if not collected:
         print(f"{pair}: no finished arm under {runs} yet; nothing written")
@@ -630,14 +659,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     for n, (pair, arm, stop) in enumerate(jobs, 1):
         workdir = workdir_of(a.runs, pair, arm)
         tag = f"[{n}/{len(jobs)}] {pair} {arm}" + (" (phase 1, the fork point)" if stop else "")
-        if is_finished(workdir):
-            print(f"{tag}: skip ({workdir}/results.json exists)")
+        done = finished_results(a.runs, a.out, pair, arm)
+        if done is not None and not stop:
+            print(f"{tag}: skip ({done} exists)")
             continue
         if any(f.startswith(f"{pair}_{arm} ") for f in failed):
             print(f"{tag}: skip (failed above)")
             continue
-        if stop and has_fork_point(workdir):
-            print(f"{tag}: skip ({workdir}/{FORK_POINT} exists)")
+        if stop and (has_fork_point(workdir) or is_finished(workdir)):
+            print(f"{tag}: skip ({workdir} has its fork point)")
+            continue
+        if stop and all(finished_results(a.runs, a.out, pair, other) for other in a.arms
+                        if other != FORK_SOURCE and forks(other)):
+            print(f"{tag}: skip (every arm that forks from it is finished)")
             continue
         cmd = train_command(pair, arm, runs=a.runs, seeds=a.seeds, variant=a.variant,
                             extra=[*extra, *([f"--config.stop_after_phase={stop}"] if stop

@@ -262,3 +262,37 @@ def test_baselines_table_forks_only_the_methods_that_act_after_phase_one(tmp_pat
     with open(os.path.join(out, "window_baselines.md")) as f:
         text = f.read()
     assert text.startswith("# Table 1 baselines: window") and "Not finished: ewc, npc" in text
+
+
+def test_arms_finished_in_an_earlier_session_count_from_the_report(tmp_path, monkeypatch):
+    """A report keeps each arm's results.json; with the run folders gone (a new session),
+    those arms are collected from it and not rerun, and the fork source's phase 1 is trained
+    again only for the forking arms still missing."""
+    runs, out = str(tmp_path / "runs"), str(tmp_path / "out")
+    _write_run(os.path.join(runs, "window_sac"), method="sac")
+    _write_run(os.path.join(runs, "window_nbsp"))
+    assert ablation.main(["--pair", "window", "--arms", "sac,nbsp", "--runs", runs,
+                          "--out", out, "--collect-only"]) == 0
+    assert os.path.exists(os.path.join(out, "window_nbsp_results.json"))
+    shutil.rmtree(runs)  # the next session: reports only
+    collected = ablation.collect(runs, "window", ["sac", "nbsp", "mask_only"], out)
+    assert list(collected) == ["sac", "nbsp"]
+    assert collected["nbsp"]["per_seed"]["fm"] == pytest.approx([1.0, 0.4])
+    calls = []
+
+    def fake_run_arm(cmd, log_path):
+        workdir = cmd[cmd.index("--workdir") + 1]
+        calls.append((os.path.basename(workdir), "--config.stop_after_phase=1" in cmd))
+        if calls[-1][1]:
+            os.makedirs(os.path.join(workdir, ablation.FORK_POINT, "checkpoints", "0"))
+        else:
+            _write_run(workdir)
+        return 0
+
+    monkeypatch.setattr(ablation, "run_arm", fake_run_arm)
+    argv = ["--pair", "window", "--arms", "sac,nbsp,mask_only", "--runs", runs, "--out", out]
+    assert ablation.main(argv) == 0
+    assert calls == [("window_sac", True), ("window_mask_only", False)]
+    calls.clear()
+    shutil.rmtree(runs)
+    assert ablation.main(argv) == 0 and calls == []  # nothing left to run or to fork
