@@ -44,8 +44,9 @@ def evaluate(learner: Learner, actor_params, task: str, config, task_index: int,
     n, dom = config.eval_episodes, learner.domain
     env = dom.make_env(task, n, env_seed(config, 0, 1 + task_index, envs_per_seed=n),
                        train=False)
-    keys = placed_like(seed_keys(config.seed + 1 + task_index, config.num_seeds,
-                                 config.seed_offset), jax.tree.leaves(actor_params)[0])
+    keys = seed_keys(config.seed + 1 + task_index, config.num_seeds, config.seed_offset)
+    leaves = jax.tree.leaves(actor_params)
+    keys = placed_like(keys, leaves[0]) if leaves else keys
     obs = env.reset()
     success = np.zeros((config.num_seeds, n), bool)
     at_end = np.zeros((config.num_seeds, n), bool)  # success on the episode's last step
