@@ -18,7 +18,10 @@ Public API:
   :func:`normalize_atari`.
 - Baselines: :func:`ewc`, :class:`EWCState`, :func:`consolidate`, :func:`diagonal_fisher`,
   :func:`get_ewc` (EWC as an optax transform), :func:`shrink_perturb`, :class:`CReLUDense`
-  and :func:`hidden_widths` (CReLU); plasticity metrics :func:`plasticity_metrics`.
+  and :func:`hidden_widths` (CReLU), :func:`npc_importance`, :func:`npc_scales` and
+  :func:`taylor_importance` (NPC as an optax transform), :class:`Injected` and
+  :func:`injection_masks` (plasticity injection); plasticity metrics
+  :func:`plasticity_metrics`.
 - Training: :func:`train_and_evaluate` (what ``python -m nbsp_jax.train`` calls).
 """
 
@@ -36,9 +39,12 @@ from nbsp_jax.method import (
     ewc,
     get_ewc,
     get_masks,
+    injection_masks,
     masked_scale,
     masks_from_layers,
     neuron_masks,
+    npc_importance,
+    npc_scales,
     plasticity_metrics,
     random_scores,
     score_layers,
@@ -46,10 +52,18 @@ from nbsp_jax.method import (
     set_masks,
     shrink_perturb,
     skill_scores,
+    taylor_importance,
     weight_scores,
 )
 from nbsp_jax.metrics import continual_metrics, metrics_for, normalize_atari
-from nbsp_jax.networks import CReLUDense, GaussianActor, QNetwork, hidden_widths, record
+from nbsp_jax.networks import (
+    CReLUDense,
+    GaussianActor,
+    Injected,
+    QNetwork,
+    hidden_widths,
+    record,
+)
 from nbsp_jax.training import train_and_evaluate
 from nbsp_jax.training.sharding import seed_mesh, seed_parallel, shard_seeds
 from nbsp_jax.types import Sampler, Transition
@@ -61,6 +75,7 @@ __all__ = [
     "CReLUDense",
     "EWCState",
     "GaussianActor",
+    "Injected",
     "MaskedScaleState",
     "QNetwork",
     "ReplayBuffer",
@@ -77,6 +92,7 @@ __all__ = [
     "get_ewc",
     "get_masks",
     "hidden_widths",
+    "injection_masks",
     "init_buffer",
     "init_state",
     "make_sac",
@@ -86,6 +102,8 @@ __all__ = [
     "metaworld_tasks",
     "metrics_for",
     "neuron_masks",
+    "npc_importance",
+    "npc_scales",
     "normalize_atari",
     "plasticity_metrics",
     "random_scores",
@@ -98,6 +116,7 @@ __all__ = [
     "shard_seeds",
     "shrink_perturb",
     "skill_scores",
+    "taylor_importance",
     "train_and_evaluate",
     "update_many",
     "weight_scores",
