@@ -167,6 +167,18 @@ def test_workdir_written_before_a_field_existed_resumes_with_its_old_value(tmp_p
     assert prepare_workdir(d, tiny_config()) is True
     with pytest.raises(FileExistsError, match=r"alpha_logp: 'fresh' -> 'reuse'"):
         prepare_workdir(d, tiny_config(alpha_logp="reuse"))
+    # The later methods' fields: a run without them resumes with the config's defaults.
+    from nbsp_jax.config import base_config
+    from nbsp_jax.workdir.results import ADDED
+
+    defaults = base_config()
+    for field in set(ADDED) - {"alpha_logp"}:
+        assert ADDED[field]({}) == defaults[field], field
+        del old[field]
+    json.dump(old, open(path, "w"))
+    assert prepare_workdir(d, tiny_config()) is True
+    with pytest.raises(FileExistsError, match=r"npc_c_max: 2.0 -> 3.0"):
+        prepare_workdir(d, tiny_config(npc_c_max=3.0))
 
 
 def test_fork_source_written_before_a_field_existed_is_accepted(tmp_path):

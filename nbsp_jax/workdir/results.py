@@ -20,6 +20,11 @@ PRESENTATION = ("progress", "log_every_steps", "checkpoint_every_s", "stop_after
 # Config fields added after runs were written: the value that reproduces such a run, from its
 # config.json (which lacks the field).
 ADDED = {"alpha_logp": lambda old: "fresh" if old.get("agent") == "sac" else "reuse"}
+# Fields of methods and options that came later: a run written before them used none of them,
+# so their defaults (those of nbsp_jax.config, checked by a test) reproduce it.
+ADDED.update({k: (lambda old, v=v: v) for k, v in {
+    "redo_every": 1000, "redo_tau": 0.1, "cbp_decay": 0.99, "cbp_rate": 1e-4,
+    "cbp_maturity": 100, "npc_decay": 0.999, "npc_c_max": 2.0, "stop_after_phase": 0}.items()})
 
 
 def read_config(path: str) -> dict:
