@@ -122,6 +122,17 @@ def test_ewc_cycle_pins_the_parameters_task_one_needs(tmp_path):
     np.testing.assert_array_equal(moved(zero, everything), moved(a, everything))
 
 
+def _fork_is_refused(tmp_path, method_name: str, kw: dict) -> None:
+    """A method that acts during phase 1 cannot start from another method's fork point: the
+    refusal names why, before anything is written."""
+    src = tmp_path / "sac"
+    training.train_and_evaluate(tiny_config(method="sac", save_fork_point=True, **kw), str(src))
+    with pytest.raises(ValueError, match="acts during phase 1's training"):
+        training.train_and_evaluate(tiny_config(method=method_name, fork_from=str(src), **kw),
+                                    str(tmp_path / "fork"))
+    assert not (tmp_path / "fork").exists()
+
+
 # Each baseline's switch, with a ReDo period short enough to reset within a smoke phase.
 BASELINES = {"ewc": ("--config.method=ewc",),
              "shrink_perturb": ("--config.method=shrink_perturb",),
@@ -329,11 +340,7 @@ def test_redo_through_the_loop(tmp_path):
     for phase in r["phases"]:
         resets = phase["redo_resets"]
         assert len(resets) == 2 and sum(s["actor"] + s["qf1"] for s in resets) > 0
-    src = tmp_path / "sac"
-    training.train_and_evaluate(tiny_config(method="sac", save_fork_point=True, **kw), str(src))
-    with pytest.raises(ValueError, match="acts during phase 1's training"):
-        training.train_and_evaluate(tiny_config(method="redo", fork_from=str(src), **kw),
-                                    str(tmp_path / "bad"))
+    _fork_is_refused(tmp_path, "redo", kw)
 
 
 def test_cbp_replaces_the_lowest_utility_mature_unit():
@@ -379,11 +386,7 @@ def test_cbp_through_the_loop(tmp_path):
         assert phase["redo_resets"] is None
         replaced = phase["cbp_replacements"]
         assert len(replaced) == 2 and all(s["actor"] > 0 and s["qf1"] > 0 for s in replaced)
-    src = tmp_path / "sac"
-    training.train_and_evaluate(tiny_config(method="sac", save_fork_point=True, **kw), str(src))
-    with pytest.raises(ValueError, match="acts during phase 1's training"):
-        training.train_and_evaluate(tiny_config(method="cbp", fork_from=str(src), **kw),
-                                    str(tmp_path / "fork"))
+    _fork_is_refused(tmp_path, "cbp", kw)
 
 
 def test_npc_taylor_importance_equals_activation_times_its_gradient():
@@ -457,11 +460,7 @@ def test_npc_through_the_loop(tmp_path):
     np.testing.assert_array_equal(rec[1]["actor/fc0/mask"], actor["fc0"]["kernel"])
     assert (rec[1]["qf2/fc1/mask"] <= rec[0]["qf2/fc1/mask"]).all()
     assert (rec[1]["actor/fc1/mask"] < rec[0]["actor/fc1/mask"]).any()
-    src = tmp_path / "sac"
-    training.train_and_evaluate(tiny_config(method="sac", save_fork_point=True, **kw), str(src))
-    with pytest.raises(ValueError, match="acts during phase 1's training"):
-        training.train_and_evaluate(tiny_config(method="npc", fork_from=str(src), **kw),
-                                    str(tmp_path / "fork"))
+    _fork_is_refused(tmp_path, "npc", kw)
 
 
 def test_plasticity_injection_output_unchanged_at_injection_and_only_the_new_part_trains():
@@ -520,11 +519,7 @@ def test_plasticity_injection_through_the_loop(tmp_path):
     assert not np.allclose(end["new0"]["fc0"]["kernel"], end["init0"]["fc0"]["kernel"])
     q = r["state"].params.q["qf2"]["params"]
     assert not np.allclose(q["new0"]["out"]["kernel"], q["init0"]["out"]["kernel"])
-    src = tmp_path / "sac"
-    training.train_and_evaluate(tiny_config(method="sac", save_fork_point=True, **kw), str(src))
-    with pytest.raises(ValueError, match="acts during phase 1's training"):
-        training.train_and_evaluate(tiny_config(method="pi", fork_from=str(src), **kw),
-                                    str(tmp_path / "fork"))
+    _fork_is_refused(tmp_path, "pi", kw)
 
 
 @pytest.mark.slow
