@@ -27,6 +27,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from nbsp_jax.method.masking import find_state
+
 __all__ = ["EWCState", "consolidate", "diagonal_fisher", "ewc", "get_ewc"]
 
 
@@ -69,10 +71,7 @@ def _is_ewc(x) -> bool:
 
 def get_ewc(opt_state: Any) -> EWCState:
     """The (first) :class:`EWCState` inside an optimizer state."""
-    for leaf in jax.tree.leaves(opt_state, is_leaf=_is_ewc):
-        if _is_ewc(leaf):
-            return leaf
-    raise ValueError("no EWCState in this optimizer state: chain ewc() into the optimizer")
+    return find_state(opt_state, EWCState, "get_ewc")
 
 
 def consolidate(opt_state: Any, fisher: Any, params: Any, decay: float = 1.0) -> Any:

@@ -178,10 +178,22 @@ def get_masks(opt_state: Any) -> Any:
     Raises:
       ValueError: if no ``MaskedScaleState`` is found.
     """
-    states = [x for x in jax.tree.leaves(opt_state, is_leaf=_is_state) if _is_state(x)]
-    if not states:
-        raise ValueError("get_masks: no MaskedScaleState found in the optimizer state")
-    return states[0].masks
+    return find_state(opt_state, MaskedScaleState, "get_masks").masks
+
+
+def find_state(opt_state: Any, cls: type, caller: str) -> Any:
+    """The first state of type ``cls`` (a transform's NamedTuple state) inside ``opt_state``.
+
+    Raises:
+      ValueError: naming ``caller`` and ``cls`` if there is none (the transform is not chained
+        into this optimizer).
+    """
+    is_state = lambda x: isinstance(x, cls)
+    for leaf in jax.tree.leaves(opt_state, is_leaf=is_state):
+        if is_state(leaf):
+            return leaf
+    raise ValueError(f"{caller}: no {cls.__name__} found in the optimizer state; chain its "
+                     "transform into the optimizer")
 
 
 def _key_name(key: Any) -> str:

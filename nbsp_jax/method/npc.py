@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from nbsp_jax.method.masking import MASK_DTYPE, _leaf_modules, _unit_shape
+from nbsp_jax.method.masking import MASK_DTYPE, _leaf_modules, _unit_shape, find_state
 
 __all__ = ["NPCState", "get_npc", "npc_importance", "npc_scales", "taylor_importance"]
 
@@ -96,16 +96,9 @@ def npc_importance(decay: float = 0.999) -> optax.GradientTransformation:
     return optax.GradientTransformation(init, update)
 
 
-def _is_npc(x) -> bool:
-    return isinstance(x, NPCState)
-
-
 def get_npc(opt_state: Any) -> NPCState:
     """The (first) :class:`NPCState` inside an optimizer state."""
-    for leaf in jax.tree.leaves(opt_state, is_leaf=_is_npc):
-        if _is_npc(leaf):
-            return leaf
-    raise ValueError("no NPCState in this optimizer state: chain npc_importance() into it")
+    return find_state(opt_state, NPCState, "get_npc")
 
 
 def npc_scales(state: NPCState, decay: float, c_max: float) -> Any:
