@@ -66,6 +66,7 @@ ARMS: dict[str, tuple[str, ...]] = {
     # The baselines of Table 1 (appendix C.1), with their config defaults.
     "ewc": ("--config.method=ewc",),
     "npc": ("--config.method=npc",),
+    "ancl": ("--config.method=ancl",),
     "crelu": ("--config.method=sac", "--config.activation=crelu"),
     "cbp": ("--config.method=cbp",),
     "pi": ("--config.method=pi",),
@@ -78,7 +79,8 @@ ARMS: dict[str, tuple[str, ...]] = {
 TABLES: dict[str, tuple[str, ...]] = {
     "ablation": ("sac", "replay_only", "mask_only", "nbsp", "nbsp_hard", "nbsp_random",
                  "nbsp_gradient"),
-    "baselines": ("sac", "ewc", "npc", "crelu", "cbp", "pi", "nbsp", "redo", "shrink_perturb"),
+    "baselines": ("sac", "ewc", "npc", "ancl", "crelu", "cbp", "pi", "nbsp", "redo",
+                  "shrink_perturb"),
 }
 # The arm that trains phase 1 for all the others (its run keeps a fork point; every method's
 # phase-1 training is the same computation, since masks and replay act only after it).

@@ -20,7 +20,9 @@ Public API:
   :func:`get_ewc` (EWC as an optax transform), :func:`shrink_perturb`, :class:`CReLUDense`
   and :func:`hidden_widths` (CReLU), :func:`npc_importance`, :func:`npc_scales` and
   :func:`taylor_importance` (NPC as an optax transform), :class:`Injected` and
-  :func:`injection_masks` (plasticity injection); plasticity metrics
+  :func:`injection_masks` (plasticity injection), :func:`aux_anchor`,
+  :class:`AuxAnchorState`, :func:`set_aux_anchor` and :func:`get_aux_anchor` (ANCL's pull
+  toward an auxiliary network, an optax transform); plasticity metrics
   :func:`plasticity_metrics`.
 - Training: :func:`train_and_evaluate` (what ``python -m nbsp_jax.train`` calls).
 """
@@ -30,13 +32,16 @@ from nbsp_jax.buffers import ReplayBuffer, init_buffer
 from nbsp_jax.buffers import frames as atari_replay
 from nbsp_jax.envs import AtariSeedVecEnv, SeedVecEnv, metaworld_tasks
 from nbsp_jax.method import (
+    AuxAnchorState,
     EWCState,
     MaskedScaleState,
     activation_scores,
+    aux_anchor,
     consolidate,
     constant_units,
     diagonal_fisher,
     ewc,
+    get_aux_anchor,
     get_ewc,
     get_masks,
     injection_masks,
@@ -49,6 +54,7 @@ from nbsp_jax.method import (
     random_scores,
     score_layers,
     select_top,
+    set_aux_anchor,
     set_masks,
     shrink_perturb,
     skill_scores,
@@ -72,6 +78,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AtariSeedVecEnv",
+    "AuxAnchorState",
     "CReLUDense",
     "EWCState",
     "GaussianActor",
@@ -84,11 +91,13 @@ __all__ = [
     "Transition",
     "activation_scores",
     "atari_replay",
+    "aux_anchor",
     "consolidate",
     "constant_units",
     "continual_metrics",
     "diagonal_fisher",
     "ewc",
+    "get_aux_anchor",
     "get_ewc",
     "get_masks",
     "hidden_widths",
@@ -112,6 +121,7 @@ __all__ = [
     "seed_mesh",
     "seed_parallel",
     "select_top",
+    "set_aux_anchor",
     "set_masks",
     "shard_seeds",
     "shrink_perturb",

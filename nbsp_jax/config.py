@@ -173,6 +173,17 @@ def _baseline_fields(c: ml_collections.ConfigDict) -> None:
     # choices: the values of the original code could not be checked here.
     c.npc_decay = 0.999
     c.npc_c_max = 2.0
+    # --- ANCL (method='ancl'; Kim et al. 2023, nbsp_jax.method.ancl), on EWC (A-EWC) ---
+    # Each task after the first begins with an auxiliary copy of the agent (fresh optimizers,
+    # no penalty) trained on it for `ancl_aux_steps` env steps (0: steps_per_task, as the
+    # original trains it for the main network's epochs); then the agent, from where it stood
+    # before, trains on the task with EWC's penalty (ewc_* fields) and a pull of strength
+    # lambda_a toward the auxiliary network, weighted by that network's Fisher. Actor: the
+    # original A-EWC code's lamb_a = 10 (with its EWC lamb = 1e4, the same ratio to our
+    # ewc_lambda); critics: 0, as ewc_critic_lambda.
+    c.ancl_lambda = 10.0
+    c.ancl_critic_lambda = 0.0
+    c.ancl_aux_steps = 0
 
 
 def _loop_fields(c: ml_collections.ConfigDict) -> None:
@@ -381,9 +392,12 @@ def validate(c: ml_collections.ConfigDict) -> None:
         raise ValueError(f"config.checkpoint_every_s must be > 0, got {c.checkpoint_every_s!r}")
     if not 0.0 <= c.mask_alpha <= 1.0:
         raise ValueError(f"config.mask_alpha must lie in [0, 1], got {c.mask_alpha!r}")
-    for name in ("ewc_lambda", "ewc_critic_lambda"):
+    for name in ("ewc_lambda", "ewc_critic_lambda", "ancl_lambda", "ancl_critic_lambda"):
         if not c[name] >= 0:
             raise ValueError(f"config.{name} must be >= 0, got {c[name]!r}")
+    if not isinstance(c.ancl_aux_steps, int) or c.ancl_aux_steps < 0:
+        raise ValueError(f"config.ancl_aux_steps must be an int >= 0 (0: steps_per_task), "
+                         f"got {c.ancl_aux_steps!r}")
     if not isinstance(c.redo_every, int) or c.redo_every < 1:
         raise ValueError(f"config.redo_every must be an int >= 1, got {c.redo_every!r}")
     if not 0.0 <= c.redo_tau < 1.0:

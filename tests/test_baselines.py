@@ -142,7 +142,9 @@ BASELINES = {"ewc": ("--config.method=ewc",),
              # One pass (2 tasks, 1 injection): each network part costs a pass, and the
              # Atari smoke's 2 cycles would hold 3 injections (7 CNN passes per network).
              "pi": ("--config.method=pi", "--config.cycles=1"),
-             "crelu": ("--config.activation=crelu",)}
+             "crelu": ("--config.activation=crelu",),
+             # The auxiliary stage of phase 2 at a quarter of the phase's steps.
+             "ancl": ("--config.method=ancl", "--config.ancl_aux_steps=500")}
 
 
 @pytest.mark.slow

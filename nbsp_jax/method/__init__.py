@@ -10,6 +10,7 @@ module              what
 ``replay``          which gradient steps replay earlier tasks (Eq. 8), a replaying sampler
 ``goal``            the record of a task's steps and the goal metric they are scored by
 ``ewc``             baseline: elastic weight consolidation as an optax transform
+``ancl``            baseline: ANCL's pull toward an auxiliary network (optax), on EWC
 ``plasticity``      plasticity metrics: dormant units, feature rank, parameter norms
 ``resets``          baselines: Shrink & Perturb at task switches, ReDo's dormant-unit resets
 ``injection``       baseline: which parts of a plasticity-injected network train
@@ -20,6 +21,7 @@ Nothing here knows an agent class, a buffer, an environment or the training loop
 come in as Flax modules, batches through :data:`nbsp_jax.types.Sampler` functions.
 """
 
+from nbsp_jax.method.ancl import AuxAnchorState, aux_anchor, get_aux_anchor, set_aux_anchor
 from nbsp_jax.method.ewc import EWCState, consolidate, diagonal_fisher, ewc, get_ewc
 from nbsp_jax.method.goal import SCORE_WINDOWS, GoalRecorder, scoring_goal
 from nbsp_jax.method.injection import injection_masks
@@ -96,4 +98,5 @@ __all__ = [
     "replay_step", "shrink_perturb", "score_layers", "score_networks", "scoring_goal",
     "select_top", "set_masks", "NPCState", "get_npc", "npc_importance", "npc_scales",
     "taylor_importance", "injection_masks", "skill_scores", "weight_scores",
+    "AuxAnchorState", "aux_anchor", "get_aux_anchor", "set_aux_anchor",
 ]

@@ -29,7 +29,8 @@ import optax
 
 from nbsp_jax.method.masking import find_state
 
-__all__ = ["EWCState", "consolidate", "diagonal_fisher", "ewc", "get_ewc"]
+__all__ = ["EWCState", "add_anchor", "consolidate", "diagonal_fisher", "ewc", "get_ewc",
+           "quadratic_pull"]
 
 
 class EWCState(NamedTuple):
@@ -50,23 +51,27 @@ def ewc(strength: float) -> optax.GradientTransformation:
       An ``optax.GradientTransformation``; ``init`` starts both sums at zero (no penalty until
       :func:`consolidate` installs one); ``update`` needs ``params``.
     """
+    return quadratic_pull(strength, EWCState, "ewc")
+
+
+def quadratic_pull(strength: float, state_cls: type, name: str) -> optax.GradientTransformation:
+    """The transform behind :func:`ewc` (and ANCL's :func:`nbsp_jax.method.aux_anchor`): adds
+    ``strength * (fisher * params - anchored)``, the gradient of
+    ``strength / 2 * sum fisher * (params - anchor)^2`` with ``anchored = fisher * anchor``,
+    its two sums held in a ``state_cls(fisher, anchored)`` that starts at zero."""
 
     def init(params):
         zeros = jax.tree.map(jnp.zeros_like, params)
-        return EWCState(zeros, zeros)
+        return state_cls(zeros, zeros)
 
     def update(updates, state, params=None):
         if params is None:
-            raise ValueError("ewc needs params: call update(grads, state, params)")
+            raise ValueError(f"{name} needs params: call update(grads, state, params)")
         updates = jax.tree.map(lambda g, f, b, p: g + strength * (f * p - b), updates,
                                state.fisher, state.anchored, params)
         return updates, state
 
     return optax.GradientTransformation(init, update)
-
-
-def _is_ewc(x) -> bool:
-    return isinstance(x, EWCState)
 
 
 def get_ewc(opt_state: Any) -> EWCState:
@@ -87,14 +92,22 @@ def consolidate(opt_state: Any, fisher: Any, params: Any, decay: float = 1.0) ->
       ``opt_state`` with ``fisher <- decay * fisher + F`` and
       ``anchored <- decay * anchored + F * params``.
     """
+    return add_anchor(opt_state, fisher, params, decay, EWCState)
+
+
+def add_anchor(opt_state: Any, fisher: Any, params: Any, decay: float, state_cls: type) -> Any:
+    """:func:`consolidate` for the states of type ``state_cls`` (``decay = 0`` replaces the
+    anchor instead of adding to it)."""
+    is_state = lambda x: isinstance(x, state_cls)
+
     def new(state):
-        if not _is_ewc(state):
+        if not is_state(state):
             return state
-        return EWCState(
+        return state_cls(
             jax.tree.map(lambda a, f: decay * a + f, state.fisher, fisher),
             jax.tree.map(lambda b, f, p: decay * b + f * p, state.anchored, fisher, params))
 
-    return jax.tree.map(new, opt_state, is_leaf=_is_ewc)
+    return jax.tree.map(new, opt_state, is_leaf=is_state)
 
 
 def diagonal_fisher(loss: Callable[[Any, Any], jax.Array], params: Any, examples: Any,

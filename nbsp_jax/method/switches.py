@@ -18,6 +18,11 @@ method         masks  replay  mask values
                                   ``redo_every`` gradient steps)
 ``cbp``        no     no      -  (baseline: :func:`nbsp_jax.method.cbp_step` after every
                                   chunk of updates)
+``npc``        no     no      -  (baseline: NPC's importance, :mod:`nbsp_jax.method.npc`)
+``pi``         no     no      -  (baseline: plasticity injection at each task switch)
+``ancl``       no     no      -  (baseline: A-EWC, EWC's penalty and a pull toward an
+                                  auxiliary network trained first on each later task,
+                                  :mod:`nbsp_jax.method.ancl`)
 =============  =====  ======  ===========
 """
 
@@ -44,6 +49,7 @@ class MethodSpec(NamedTuple):
     cbp: bool = False  # continual backprop's generate-and-test during training
     npc: bool = False  # NPC: Taylor importance during training, learning-rate scales after
     inject: bool = False  # plasticity injection at each task switch after the first
+    ancl: bool = False  # ANCL: an auxiliary network trained first on each task after the first
 
     @property
     def acts_in_phase_one(self) -> bool:
@@ -63,6 +69,7 @@ METHODS = {
     "cbp": MethodSpec(False, False, False, cbp=True),
     "npc": MethodSpec(False, False, False, npc=True),
     "pi": MethodSpec(False, False, False, inject=True),
+    "ancl": MethodSpec(False, False, False, ewc=True, ancl=True),
 }
 
 

@@ -9,9 +9,10 @@ import os
 import shutil
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 
-from nbsp_jax.method import EWCState, MaskedScaleState, method_spec
+from nbsp_jax.method import AuxAnchorState, EWCState, MaskedScaleState, method_spec
 from nbsp_jax.training.learner import Learner, commit, make_learner
 from nbsp_jax.training.phase import FORK_POINT
 from nbsp_jax.training.state import DeviceState, HostState, init_run, place, restore
@@ -24,7 +25,8 @@ FORK_FREE = ("method", "selector", "mask_target", "mask_policy", "mask_placement
              "skill_proportion", "constant_neurons", "replay_store_size", "replay_interval",
              "fork_from", "save_fork_point", "save_score_record", "eval_episodes", "progress",
              "checkpoint_every_s", "log_every_steps", "stop_after_phase", "ewc_lambda",
-             "ewc_critic_lambda", "ewc_decay", "sp_shrink", "sp_perturb")
+             "ewc_critic_lambda", "ewc_decay", "sp_shrink", "sp_perturb", "ancl_lambda",
+             "ancl_critic_lambda", "ancl_aux_steps")
 # Not fork-free: redo_* and cbp_* act during phase 1's training.
 
 
@@ -77,8 +79,12 @@ def fork(config, learner: Learner, template: DeviceState, num_phases: int,
     src_learner = make_learner(src_config, learner.mesh)
     device, host = restore(fork_ckpt, step, init_run(src_config, src_learner, num_phases)[0])
     fork_ckpt.close()
-    device = device._replace(state=graft_state(device.state, template.state),
-                             pre=template.pre)  # empty at the end of phase 1 for every method
+    state = graft_state(device.state, template.state)
+    device = device._replace(state=state,
+                             pre=template.pre,  # empty at the end of phase 1 for every method
+                             # ANCL's slot for the agent held while its auxiliary trains
+                             held=None if template.held is None else
+                             jax.tree.map(jnp.copy, state))
     # Restored arrays are committed, the template's are not: commit all, so that the first
     # calls after the fork compile as the later ones do.
     device = commit(device)
@@ -94,7 +100,7 @@ def graft_state(src, target):
     (``masked_scale``'s, EWC's) taken fresh from ``target`` (all-ones masks, no penalty, as
     before any task ended) or dropped where the two methods' optimizer chains differ."""
     def added(x) -> bool:
-        return isinstance(x, (MaskedScaleState, EWCState))
+        return isinstance(x, (MaskedScaleState, EWCState, AuxAnchorState))
 
     def core(x):
         """The optimizer state without the method's states (the domain's Adam)."""

@@ -44,6 +44,8 @@ class Learner(NamedTuple):
     task_switch: callable  # (state, keys [S], phase) -> state: the method's switch of tasks
     redo: callable  # (state, buffer, keys [S]) -> (state, {net: [S] units reset}): ReDo
     cbp: callable  # (state, cbp, buffer, keys [S]) -> (state, cbp, {net: [S] replaced}): CBP
+    aux_start: callable  # (state) -> state: ANCL's auxiliary agent (fresh optimizers)
+    aux_end: callable  # (main, aux, obs, action, valid, keys) -> main with the aux pull set
 
 
 class EndOfTask(NamedTuple):
@@ -139,12 +141,17 @@ def run_mesh(config) -> jax.sharding.Mesh | None:
 
 
 def optimizer(config, domain: Domain, spec: method.MethodSpec, lr: float,
-              ewc_strength: float = 0.0) -> optax.GradientTransformation | None:
+              ewc_strength: float = 0.0,
+              ancl_strength: float = 0.0) -> optax.GradientTransformation | None:
     """A method's optimizer (None: the domain's plain Adam). Masking: ``masked_scale`` after
     Adam (``mask_placement='update'``: it scales Adam's step, Algorithm 2 line 13) or before it
     (``'gradient'``: a literal port that scales the gradient Adam sees). EWC: its penalty
-    gradient (strength ``ewc_strength``) added before Adam, as a term of the loss. NPC: its
+    gradient (strength ``ewc_strength``) added before Adam, as a term of the loss; ANCL adds
+    its pull toward the auxiliary network (``ancl_strength``) beside it. NPC: its
     importance accumulated from the gradient before Adam, its scales applied after it."""
+    if spec.ancl:
+        return optax.chain(method.ewc(ewc_strength), method.aux_anchor(ancl_strength),
+                           domain.adam(lr))
     if spec.ewc:
         return optax.chain(method.ewc(ewc_strength), domain.adam(lr))
     if spec.npc:  # importance from the raw gradient; its scales on Adam's step
@@ -193,11 +200,9 @@ FISHER_FLOATS = 1 << 24
 
 
 def consolidate_task(config, domain: Domain, agent, state, obs, action, valid, key):
-    """EWC at a task's end, one seed: the diagonal Fishers of the actor (score of
-    ``log pi(a|s)`` for an action the end-of-task policy draws on each recorded state) and of
-    the critics (gradient of ``Q(s, a)`` at the recorded action: a unit-variance Gaussian
-    model of the return), over the valid recorded rows, added to each optimizer's
-    :class:`nbsp_jax.method.EWCState` with the end-of-task parameters as anchors.
+    """EWC at a task's end, one seed: the task's diagonal Fishers (:func:`task_fishers`)
+    added to each optimizer's :class:`nbsp_jax.method.EWCState` with the end-of-task
+    parameters as anchors.
 
     Args:
       obs, action: ``[T, ...]`` recorded steps; valid: ``[T]`` bool; key: PRNG key.
@@ -205,7 +210,27 @@ def consolidate_task(config, domain: Domain, agent, state, obs, action, valid, k
     Returns:
       The state with both optimizers' penalties consolidated (``config.ewc_decay``).
     """
-    mod, p = domain.agent_module, state.params
+    p = state.params
+    f_actor, f_q = task_fishers(domain, agent, p, obs, action, valid, key)
+    opt = state.opt._replace(
+        actor=method.consolidate(state.opt.actor, f_actor, p.actor, config.ewc_decay),
+        q=method.consolidate(state.opt.q, f_q, p.q, config.ewc_decay))
+    return state._replace(opt=opt)
+
+
+def task_fishers(domain: Domain, agent, params, obs, action, valid, key) -> tuple:
+    """One seed's diagonal Fishers over a task's valid recorded rows: of the actor (score of
+    ``log pi(a|s)`` for an action the policy ``params.actor`` draws on each recorded state)
+    and of the critics (gradient of ``Q(s, a)`` at the recorded action: a unit-variance
+    Gaussian model of the return).
+
+    Args:
+      obs, action: ``[T, ...]`` recorded steps; valid: ``[T]`` bool; key: PRNG key.
+
+    Returns:
+      ``(F_actor, F_q)``, shaped like ``params.actor`` and ``params.q``.
+    """
+    mod = domain.agent_module
     T = valid.shape[0]
     noise = mod.fisher_noise(agent, jax.random.fold_in(key, 7), T)
     one = lambda x: x[None]  # the networks take a batch axis
@@ -223,12 +248,36 @@ def consolidate_task(config, domain: Domain, agent, state, obs, action, valid, k
         chunk = int(max(1, min(256, FISHER_FLOATS // size)))
         return method.diagonal_fisher(loss, params, examples, chunk, valid.astype(jnp.float32))
 
-    f_actor = fisher(actor_nll, p.actor, (obs, noise))
-    f_q = fisher(critic_out, p.q, (obs, action))
-    opt = state.opt._replace(
-        actor=method.consolidate(state.opt.actor, f_actor, p.actor, config.ewc_decay),
-        q=method.consolidate(state.opt.q, f_q, p.q, config.ewc_decay))
-    return state._replace(opt=opt)
+    return fisher(actor_nll, params.actor, (obs, noise)), fisher(critic_out, params.q,
+                                                                 (obs, action))
+
+
+def aux_start(agent):
+    """One seed's ``state -> state``: ANCL's auxiliary network at the start of a task, a copy
+    of the agent with fresh optimizer states (new Adam moments, no EWC penalty, no auxiliary
+    pull: it learns the new task alone, as the original's new trainer does)."""
+    def start(state):
+        p = state.params
+        opt = type(state.opt)(agent.actor_opt.init(p.actor), agent.q_opt.init(p.q),
+                              agent.alpha_opt.init(p.log_alpha))
+        return state._replace(opt=opt)
+
+    return start
+
+
+def aux_end(domain: Domain, agent):
+    """One seed's ``(main, aux, obs, action, valid, key) -> main``: the held agent ``main``
+    with ANCL's pull toward the trained auxiliary agent ``aux`` installed in both optimizers
+    (:func:`nbsp_jax.method.set_aux_anchor`: its parameters, weighted by its Fishers on the
+    auxiliary training's recorded rows ``[T, ...]``)."""
+    def end(main, aux, obs, action, valid, key):
+        f_actor, f_q = task_fishers(domain, agent, aux.params, obs, action, valid, key)
+        opt = main.opt._replace(
+            actor=method.set_aux_anchor(main.opt.actor, f_actor, aux.params.actor),
+            q=method.set_aux_anchor(main.opt.q, f_q, aux.params.q))
+        return main._replace(opt=opt)
+
+    return end
 
 
 def install_npc_scales(config, state, hidden: dict):
@@ -399,8 +448,9 @@ def make_learner(config: ml_collections.ConfigDict,
     domain = get_domain(config)
     actor = actor_device(config)
     agent = domain.make_agent(
-        optimizer(config, domain, spec, config.policy_lr, config.ewc_lambda),
-        optimizer(config, domain, spec, config.q_lr, config.ewc_critic_lambda))
+        optimizer(config, domain, spec, config.policy_lr, config.ewc_lambda, config.ancl_lambda),
+        optimizer(config, domain, spec, config.q_lr, config.ewc_critic_lambda,
+                  config.ancl_critic_lambda))
     num_updates = domain.updates_per_chunk()
 
     def seeded(fn, in_axes):
@@ -471,6 +521,8 @@ def make_learner(config: ml_collections.ConfigDict,
         cbp=jax.jit(seeded(jax.vmap(cbp_chunk(config, domain, agent)), (0, 0, 0, 0))),
         store=jax.jit(seeded(jax.vmap(domain.store, in_axes=(0, 0, 0, None)), (0, 0, 0, None)),
                       donate_argnums=0),
+        aux_start=jax.jit(seeded(jax.vmap(aux_start(agent)), (0,))),
+        aux_end=jax.jit(seeded(jax.vmap(aux_end(domain, agent)), (0,) * 6)),
     )
 
 
@@ -488,6 +540,8 @@ def compilations(learner: Learner) -> dict:
         names.append("redo")
     if learner.spec.cbp:
         names.append("cbp")
+    if learner.spec.ancl:
+        names += ["aux_start", "aux_end"]
     if learner.update_gated._cache_size():  # compiled once some seed stopped early
         names.append("update_gated")
     counts = {name: getattr(learner, name)._cache_size() for name in names}

@@ -41,8 +41,9 @@ class Episodes:
     """Per-seed episode bookkeeping of a phase: success and return of the last
     ``success_window`` episodes, env steps while active, and the success-threshold gate."""
 
-    def __init__(self, config, host: HostState):
+    def __init__(self, config, host: HostState, prefix: str = ""):
         self.config = config
+        self.prefix = prefix  # of the logged keys ("ancl_aux/" for ANCL's auxiliary agent)
         self.recent = [deque(r, maxlen=config.success_window) for r in host.recent]
         self.returns = [deque(r, maxlen=config.success_window) for r in host.returns]
         self.active = np.array(host.active, bool)
@@ -60,8 +61,9 @@ class Episodes:
             self.recent[s].append(float(succ))
             self.returns[s].append(float(ret))
             writers.write(int(s), base_step + int(self.seed_steps[s]),
-                          {"charts/episodic_return": ret,
-                           "charts/success_rate": np.mean(self.recent[s])}, task=task)
+                          {f"{self.prefix}charts/episodic_return": ret,
+                           f"{self.prefix}charts/success_rate": np.mean(self.recent[s])},
+                          task=task)
             if (c.early_stop and len(self.recent[s]) == c.success_window
                     and np.mean(self.recent[s]) >= c.success_threshold):
                 self.active[s] = False
@@ -129,6 +131,11 @@ class PhaseRun:
             host = dataclasses.replace(
                 host, seed_steps=[0] * S, active=[True] * S, steps_to_threshold=[None] * S,
                 recent=[[] for _ in range(S)], returns=[[] for _ in range(S)])
+        # ANCL's auxiliary agent trains this phase's task first, with its own budget and logs.
+        run.aux = host.stage == "aux"
+        run.budget = (config.ancl_aux_steps or config.steps_per_task) if run.aux else \
+            config.steps_per_task
+        run.prefix = "ancl_aux/" if run.aux else ""
         run.recorder = new_recorder(config, run.dom, phase=run.phase)
         if host.steps > 0:
             run.recorder.load(device.recorder, host.recorder)
@@ -136,7 +143,7 @@ class PhaseRun:
             host = dataclasses.replace(host, restarts=host.restarts + 1)
         run.rng = np.random.default_rng()
         run.rng.bit_generator.state = host.rng
-        run.episodes = Episodes(config, host)
+        run.episodes = Episodes(config, host, run.prefix)
         run.env = run.dom.make_env(run.task, config.num_envs,
                                    env_seed(config, run.phase, 0, host.restarts,
                                             config.num_envs))
@@ -164,7 +171,7 @@ class PhaseRun:
         return run
 
     def running(self) -> bool:
-        return self.steps < self.config.steps_per_task and self.episodes.active.any()
+        return self.steps < self.budget and self.episodes.active.any()
 
     def to_device(self, stage: dict) -> dict:
         return {k: jnp.asarray(self.dom.to_seed_rows(v)) for k, v in stage.items()}
@@ -283,6 +290,37 @@ class PhaseRun:
             self.checkpoint(fork_ckpt, writers, t_start)
             fork_ckpt.close()
 
+    def end_aux(self, ckpt: Checkpointer, writers: SeedWriters,
+                t_start: float) -> tuple[DeviceState, HostState]:
+        """Ends ANCL's auxiliary training: installs the pull toward the auxiliary agent (its
+        parameters and Fishers on its recorded steps) into the held agent, which becomes the
+        state again, and checkpoints the run at the start of the phase's main training."""
+        c, learner = self.config, self.learner
+        rec = self.recorder.result()
+        keys = jax.vmap(lambda k: jax.random.fold_in(k, 17))(self.device.task_keys)
+        main = learner.aux_end(self.device.held, self.state, jnp.asarray(rec.obs),
+                               jnp.asarray(rec.action), jnp.asarray(rec.valid), keys)
+        ep = self.episodes
+        summary = {
+            "env_steps": self.steps,
+            "seed_env_steps": ep.seed_steps.tolist(),
+            "steps_to_threshold": list(ep.steps_to_threshold),
+            "train_success_rate": [float(np.mean(r)) if r else None for r in ep.recent],
+            "episodic_return": [float(np.mean(r)) if r else None for r in ep.returns],
+            "wall_s": time.perf_counter() - self.t_phase,
+            **self.timers,
+        }
+        # The held slot keeps a copy (the update donates the state's buffers).
+        device = self.device._replace(state=main, held=jax.tree.map(jnp.copy, main),
+                                      act_keys=self.act_keys,
+                                      recorder=new_recorder(c, self.dom).arrays())
+        host = dataclasses.replace(
+            self.host, stage="main", steps=0, restarts=0, grad_step=self.grad_step,
+            resets=None, rng=self.rng.bit_generator.state,
+            recorder=new_recorder(c, self.dom, 1).host_state(), aux_summary=summary)
+        writers.flush()
+        return device, save(ckpt, device, host, writers.sizes(), t_start, self.phases)
+
     def end(self, ckpt: Checkpointer, writers: SeedWriters,
             t_start: float) -> tuple[DeviceState, HostState]:
         """Scores neurons and installs masks, keeps transitions for replay, evaluates every
@@ -321,6 +359,7 @@ class PhaseRun:
                                       recorder=new_recorder(c, dom).arrays())
         host = dataclasses.replace(
             self.host, phase=phase + 1, steps=0, restarts=0, grad_step=self.grad_step, resets=None,
+            stage="", aux_summary=None,
             rng=self.rng.bit_generator.state, recorder=new_recorder(c, dom, 1).host_state(),
             sr_rows=sr_rows, phases=self.host.phases + [summary],
             steps_to_threshold=list(self.episodes.steps_to_threshold))
@@ -381,6 +420,9 @@ class PhaseRun:
             # (since that step).
             "redo_resets": resets if self.learner.spec.redo else None,
             "cbp_replacements": resets if self.learner.spec.cbp else None,
+            # ANCL: the auxiliary agent's training on this task before the main one (env
+            # steps, training success and return of its last episodes, wall time), or None.
+            "ancl_aux": self.host.aux_summary or None,
         }
 
 
@@ -388,22 +430,41 @@ def train_phase(config, learner: Learner, device: DeviceState, host: HostState, 
                 writers: SeedWriters, progress, ckpt: Checkpointer,
                 t_start: float) -> tuple[DeviceState, HostState]:
     """Trains the current phase from where the run stands to its end (logging losses, and
-    checkpointing every ``checkpoint_every_s``), then ends it (:meth:`PhaseRun.end`)."""
+    checkpointing every ``checkpoint_every_s``), then ends it (:meth:`PhaseRun.end`). ANCL
+    (``method='ancl'``) first trains its auxiliary agent on the phase's task
+    (:meth:`PhaseRun.end_aux`) in every phase after the first."""
+    if learner.spec.ancl and host.phase > 0 and host.stage == "":
+        # The agent waits in `held`; a copy with fresh optimizers learns the task alone.
+        device = device._replace(state=learner.aux_start(device.state),
+                                 held=jax.tree.map(jnp.copy, device.state))
+        host = dataclasses.replace(host, stage="aux")
+    if host.stage == "aux":
+        run = PhaseRun.start(config, learner, device, host, phases)
+        _train(run, config, writers, progress, ckpt, t_start)
+        device, host = run.end_aux(ckpt, writers, t_start)
     run = PhaseRun.start(config, learner, device, host, phases)
+    _train(run, config, writers, progress, ckpt, t_start)
+    return run.end(ckpt, writers, t_start)
+
+
+def _train(run: PhaseRun, config, writers: SeedWriters, progress, ckpt: Checkpointer,
+           t_start: float) -> None:
+    """Runs ``run``'s chunks until its budget is spent or every seed met the threshold, then
+    closes its envs."""
     last_log, last_save = run.steps, time.perf_counter()
+    label = f"{run.task} ({run.phase + 1}/{len(run.phases)}){' aux' if run.aux else ''}"
     while run.running():
         info = run.learn_chunk(run.collect_chunk(writers))
         sps = (run.steps - run.steps0) / (time.perf_counter() - run.t_phase)
         if info is not None and run.steps - last_log >= config.log_every_steps:
             last_log = run.steps
-            scalars = {f"losses/{k}": v for k, v in info.items()}
-            scalars["charts/SPS"] = np.full(config.num_seeds, sps)
+            scalars = {f"{run.prefix}losses/{k}": v for k, v in info.items()}
+            scalars[f"{run.prefix}charts/SPS"] = np.full(config.num_seeds, sps)
             writers.write_all(run.base_step + run.steps, scalars, task=run.task)
             writers.flush()
-        progress.update(run.base_step + run.steps, f"{run.task} ({run.phase + 1}/{len(phases)})",
-                        sps, run.dom.progress_text(run.episodes.recent, run.episodes.returns))
+        progress.update(run.base_step + run.steps, label, sps,
+                        run.dom.progress_text(run.episodes.recent, run.episodes.returns))
         if time.perf_counter() - last_save >= config.checkpoint_every_s:
             run.checkpoint(ckpt, writers, t_start)
             last_save = time.perf_counter()
     run.close_env(writers, t_start)
-    return run.end(ckpt, writers, t_start)

@@ -41,10 +41,13 @@ class DeviceState(NamedTuple):
     recorder: dict  # the goal recorder's arrays (GoalRecorder.arrays)
     probes: dict | None = None  # {'obs': [S, H, PROBES, ...], 'ref': [S, H, ...]}; Meta-World
     cbp: dict | None = None  # {net: CBPState} of [S, ...] arrays; method='cbp' only
+    # method='ancl' only: the agent held while its auxiliary copy trains (``state`` then holds
+    # the auxiliary); a copy of the agent at other times, so that the checkpoint's layout stays.
+    held: Any = None
 
 
 # Fields with a leading seed axis (the recorder's is [T, S, ...]).
-_SEEDED = ("state", "buffer", "pre", "act_keys", "task_keys", "probes", "cbp")
+_SEEDED = ("state", "buffer", "pre", "act_keys", "task_keys", "probes", "cbp", "held")
 
 
 @dataclasses.dataclass
@@ -70,6 +73,11 @@ class HostState:
     forked_from: str | None = None  # the run whose fork point phase 1 came from
     # Per net, per seed, units reset (ReDo) or replaced (CBP) so far in the current phase.
     resets: dict | None = None
+    # ANCL's stage of the current phase: '' (not begun, or no auxiliary stage), 'aux' (the
+    # auxiliary agent trains), 'main' (the auxiliary has trained; the agent trains).
+    stage: str = ""
+    # ANCL: the current phase's auxiliary training, summarised ({} until it has run).
+    aux_summary: dict | None = None
     format: int = FORMAT
 
 
@@ -125,8 +133,9 @@ def init_run(config, learner: Learner, num_phases: int) -> tuple[DeviceState, Ho
         widths = cbp_widths(dom, learner.agent, one)
         cbp = jax.tree.map(lambda x: jnp.broadcast_to(x, (S, *x.shape)),
                            {net: cbp_init(w) for net, w in widths.items()})
+    held = jax.tree.map(jnp.copy, state) if learner.spec.ancl else None
     device = DeviceState(state, fresh_buffer(config, dom, learner.mesh), pre, act_keys,
-                         task_keys, recorder.arrays(), probes, cbp)
+                         task_keys, recorder.arrays(), probes, cbp, held)
     seed = [config.seed, config.seed_offset] if config.seed_offset else config.seed
     host = HostState(
         phase=0, steps=0, grad_step=0, saves=0, restarts=0, wall_s=0.0, seed_steps=[0] * S,

@@ -24,7 +24,8 @@ ADDED = {"alpha_logp": lambda old: "fresh" if old.get("agent") == "sac" else "re
 # so their defaults (those of nbsp_jax.config, checked by a test) reproduce it.
 ADDED.update({k: (lambda old, v=v: v) for k, v in {
     "redo_every": 1000, "redo_tau": 0.1, "cbp_decay": 0.99, "cbp_rate": 1e-4,
-    "cbp_maturity": 100, "npc_decay": 0.999, "npc_c_max": 2.0, "stop_after_phase": 0}.items()})
+    "cbp_maturity": 100, "npc_decay": 0.999, "npc_c_max": 2.0, "stop_after_phase": 0,
+    "ancl_lambda": 10.0, "ancl_critic_lambda": 0.0, "ancl_aux_steps": 0}.items()})
 
 
 def read_config(path: str) -> dict:
