@@ -300,16 +300,8 @@ class PhaseRun:
         keys = jax.vmap(lambda k: jax.random.fold_in(k, 17))(self.device.task_keys)
         main = learner.aux_end(self.device.held, self.state, jnp.asarray(rec.obs),
                                jnp.asarray(rec.action), jnp.asarray(rec.valid), keys)
-        ep = self.episodes
-        summary = {
-            "env_steps": self.steps,
-            "seed_env_steps": ep.seed_steps.tolist(),
-            "steps_to_threshold": list(ep.steps_to_threshold),
-            "train_success_rate": [float(np.mean(r)) if r else None for r in ep.recent],
-            "episodic_return": [float(np.mean(r)) if r else None for r in ep.returns],
-            "wall_s": time.perf_counter() - self.t_phase,
-            **self.timers,
-        }
+        summary = {**self.training_summary(), "wall_s": time.perf_counter() - self.t_phase,
+                   **self.timers}
         # The held slot keeps a copy (the update donates the state's buffers).
         device = self.device._replace(state=main, held=jax.tree.map(jnp.copy, main),
                                       act_keys=self.act_keys,
@@ -382,6 +374,18 @@ class PhaseRun:
                                             c.tasks.index(self.task), sampled=True)
         return evals
 
+    def training_summary(self) -> dict:
+        """Env steps (lockstep and per seed), steps to the success threshold, and the training
+        success and return of each seed's last ``success_window`` episodes."""
+        ep = self.episodes
+        return {
+            "env_steps": self.steps,
+            "seed_env_steps": ep.seed_steps.tolist(),
+            "steps_to_threshold": list(ep.steps_to_threshold),
+            "train_success_rate": [float(np.mean(r)) if r else None for r in ep.recent],
+            "episodic_return": [float(np.mean(r)) if r else None for r in ep.returns],
+        }
+
     def summary(self, evals: dict, goal_kind: list, constant: list, drift,
                 plasticity: list) -> dict:
         """The phase's entry of ``results.json['phases']``."""
@@ -390,11 +394,7 @@ class PhaseRun:
         resets = [{k: int(v[s]) for k, v in totals.items()} for s in range(len(ep.recent))]
         return {
             "task": self.task,
-            "env_steps": self.steps,
-            "seed_env_steps": ep.seed_steps.tolist(),
-            "steps_to_threshold": list(ep.steps_to_threshold),
-            "train_success_rate": [float(np.mean(r)) if r else None for r in ep.recent],
-            "episodic_return": [float(np.mean(r)) if r else None for r in ep.returns],
+            **self.training_summary(),
             f"eval_{name}": evals[self.task].tolist() if evals else None,
             f"eval_sampled_{name}": evals["sampled"].tolist() if "sampled" in evals else None,
             # Per seed, every task of the sequence scored at the episode's last step ([S][H]):
