@@ -650,9 +650,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     command = shlex.join(["python", "-m", "experiments.ablation", *argv])
     commit = git_commit()
+    # The report holds every finished arm of the table, not only the arms run now: a run of
+    # one arm must not drop the others from <pair>.md.
+    report = list(dict.fromkeys([*validate_arms(["all"], a.table), *a.arms]))
     if a.collect_only:
         for pair in a.pair:
-            collect_and_write(a.runs, a.out, pair, a.arms, command=command, commit=commit,
+            collect_and_write(a.runs, a.out, pair, report, command=command, commit=commit,
                               table=a.table)
         return 0
     jobs = [(pair, arm, stop) for pair in a.pair for arm, stop in run_order(a.arms, a.fork)]
@@ -692,12 +695,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             print(f"{tag}: done in {took:.0f} s")
         ran.add(pair)
-        collect_and_write(a.runs, a.out, pair, a.arms, command=command, commit=commit,
+        collect_and_write(a.runs, a.out, pair, report, command=command, commit=commit,
                           table=a.table)
     if a.dry_run:
         return 0
     for pair in (p for p in a.pair if p not in ran):  # every arm was finished already
-        collect_and_write(a.runs, a.out, pair, a.arms, command=command, commit=commit,
+        collect_and_write(a.runs, a.out, pair, report, command=command, commit=commit,
                           table=a.table)
     if failed:
         print(f"{len(failed)} arm(s) failed: {'; '.join(failed)}")

@@ -196,7 +196,7 @@ def test_failed_arm_is_reported_and_the_next_one_runs(tmp_path, monkeypatch, cap
     assert "[3/3] window sac: skip (failed above)" in printed
     assert "1 arm(s) failed: window_sac (exit 3" in printed
     with open(os.path.join(out, "window.md")) as f:
-        assert "Not finished: sac." in f.read()
+        assert "Not finished: sac, replay_only, mask_only, nbsp_hard" in f.read()
     # Rerunning skips the finished arm and retries only the failed one.
     calls.clear()
     assert ablation.main(["--pair", "window", "--arms", "sac,nbsp", "--runs", runs,
@@ -230,6 +230,10 @@ def test_fork_order_runs_the_methods_before_the_source_phase_two(tmp_path, monke
     assert ablation.main(["--pair", "window", "--arms", "mask_only", "--runs", runs,
                           "--out", out]) == 0
     assert calls == [("window_mask_only", False)]
+    # The report of a one-arm run keeps the arms finished before it.
+    with open(os.path.join(out, "window.md")) as f:
+        text = f.read()
+    assert "| nbsp | 2 |" in text and "| mask_only | 2 |" in text
     assert ablation.run_order(["sac", "nbsp"], fork=False) == [("sac", 0), ("nbsp", 0)]
 
 
