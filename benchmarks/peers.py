@@ -1,6 +1,7 @@
 """Our SAC update against its peers, timed in one process and interleaved.
 
-    python benchmarks/peers.py [--hidden 256,256] [--updates 50] [--repeats 5] [--json F]
+    python benchmarks/peers.py [--hidden 256,256] [--updates 50] [--repeats 5] [--no-atari] \
+        [--json F]
 
 Peers, each a runner that performs one call of ``updates`` gradient steps on random data and
 blocks until it is done:
@@ -21,6 +22,11 @@ program's own compiled HLO, :func:`benchmarks.op_profile.program_flops`).
 Semantics compared: twin critics, batch 256, obs 39, action 4, Adam, Polyak tau 0.005, an
 actor and a temperature step per critic step (ours and PyTorch: CleanRL's delayed update with
 ``policy_frequency = 2``, two actor steps every two critic steps; SBX: ``policy_delay = 1``).
+
+The Atari setting (on by default; SBX has no discrete SAC, so ours against PyTorch only):
+CleanRL's ``sac_atari.py`` update with the Nature CNN and ``[768, 768]`` hidden layers, 18
+actions, batch 64, one actor, temperature and critic step per call step, 16 updates per call
+(the Atari loop's chunk), our frame-stacked replay against PyTorch's uint8 tensors.
 """
 
 from __future__ import annotations
@@ -41,6 +47,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks.op_profile import program_flops  # noqa: E402
 
 OBS_DIM, ACTION_DIM = 39, 4
+# The Atari setting: the paper's hidden layers after the Nature CNN, CleanRL's batch, and the
+# Atari loop's updates per call.
+ATARI_HIDDEN, ATARI_BATCH, ATARI_UPDATES = (768, 768), 64, 16
 
 
 class Runner:
@@ -52,13 +61,16 @@ class Runner:
         self.name, self.call, self.updates, self.flops, self.info = name, call, updates, flops, info
 
 
-def ours(hidden: Sequence[int], batch: int, updates: int, **options) -> Runner:
-    """Our update as the training loop calls it (``options``: ``alpha_logp``, ``seed_axis``)."""
+def ours(hidden: Sequence[int], batch: int, updates: int, setting: str = "continuous",
+         **options) -> Runner:
+    """Our update as the training loop calls it (``setting``: 'continuous' or 'atari';
+    ``options``: ``alpha_logp``, ``seed_axis``, ``conv_impl``)."""
     from benchmarks.update_throughput import _prepare
 
-    p = _prepare("continuous", tuple(hidden), batch, 1, updates, "sac",
-                 options.get("seed_axis", "vmap"), "auto", 100_000,
-                 alpha_logp=options.get("alpha_logp", "fresh"))
+    p = _prepare(setting, tuple(hidden), batch, 1, updates, "sac",
+                 options.get("seed_axis", "vmap"), options.get("conv_impl", "auto"),
+                 100_000 if setting == "continuous" else 4_096,
+                 alpha_logp=options.get("alpha_logp"))  # None: the config's default
     box = {"state": p["state"]}
 
     def call():
@@ -116,12 +128,14 @@ def sbx(hidden: Sequence[int], batch: int, updates: int, seed: int = 0) -> Runne
                    "policy_delay": model.policy_delay})
 
 
-def torch(hidden: Sequence[int], batch: int, updates: int, seed: int = 0) -> Runner:
-    """The CleanRL-semantics PyTorch reference (ImportError without the ``bench`` extra)."""
+def torch(hidden: Sequence[int], batch: int, updates: int, seed: int = 0,
+          setting: str = "continuous") -> Runner:
+    """The CleanRL-semantics PyTorch reference of ``setting`` (ImportError without the
+    ``bench`` extra)."""
     from benchmarks.torch_reference import _import_torch, make_reference
 
     torch_module = _import_torch()
-    ref = make_reference("continuous", hidden, batch, seed)
+    ref = make_reference(setting, hidden, batch, seed)
     per = ref.updates_per_step
 
     def call():
@@ -191,6 +205,17 @@ def peer_runners(hidden: Sequence[int], batch: int, updates: int,
     return runners
 
 
+def atari_runners(hidden: Sequence[int] = ATARI_HIDDEN, batch: int = ATARI_BATCH,
+                  updates: int = ATARI_UPDATES) -> list[Runner]:
+    """Our Atari update, then the PyTorch reference where installed."""
+    runners = [ours(hidden, batch, updates, setting="atari")]
+    try:
+        runners.append(torch(hidden, batch, updates, setting="atari"))
+    except ImportError as e:
+        print(f"peers: torch left out: {e}", file=sys.stderr)
+    return runners
+
+
 def markdown(results: Sequence[dict], peak: float) -> str:
     """The peers table: updates/s, ratio of ours to each peer, share of the peak."""
     lines = [f"Matmul peak of this run: {peak:.0f} GFLOP/s (chained 2048^3 float32).", "",
@@ -203,7 +228,8 @@ def markdown(results: Sequence[dict], peak: float) -> str:
             ratio = "" if r is base else f"{base['ratio_to'][r['peer']]:.2f}x"
             share = f"{100 * r['share_of_peak']:.0f} %" if r["share_of_peak"] else "-"
             gf = f"{r['gflop_per_update']:.2f}" if r["gflop_per_update"] else "-"
-            lines.append(f"| {res['hidden']} batch {res['batch']} | {r['peer']} | "
+            name = "Atari CNN + " if res.get("setting") == "atari" else ""
+            lines.append(f"| {name}{res['hidden']} batch {res['batch']} | {r['peer']} | "
                          f"{r['updates_per_s']:.1f} | {ratio} | {gf} | {share} |")
     return "\n".join(lines) + "\n"
 
@@ -219,6 +245,8 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=5, help="rounds per pass")
     p.add_argument("--alpha-reuse", action="store_true",
                    help="also time ours with alpha_logp='reuse'")
+    p.add_argument("--no-atari", dest="atari", action="store_false",
+                   help="leave out the Atari setting (ours against PyTorch)")
     p.add_argument("--json", default=None)
     a = p.parse_args()
     hiddens = [tuple(int(x) for x in h.split(",")) for h in (a.hidden or ["256,256",
@@ -230,6 +258,9 @@ def main() -> None:
         runners = peer_runners(hidden, a.batch, a.updates, variants)
         results.append({"hidden": list(hidden), "batch": a.batch,
                         "rows": compare(runners, a.repeats, peak_before)})
+    if a.atari:
+        results.append({"setting": "atari", "hidden": list(ATARI_HIDDEN), "batch": ATARI_BATCH,
+                        "rows": compare(atari_runners(), a.repeats, peak_before)})
     peak_after = matmul_peak()
     peak = max(peak_before, peak_after)
     for res in results:  # shares against the larger of the two peak readings

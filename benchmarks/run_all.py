@@ -11,7 +11,8 @@ the same run. Parts:
   [768, 768], 18 actions) at batch 64.
 - ``peers``: our update, SBX's ``SAC._train`` and the PyTorch reference at [256, 256] and
   [768]x3, batch 256, 50 updates per call, interleaved in two passes (:mod:`peers`), with the
-  2048^3 matmul peak of the same run; ours also with ``alpha_logp='reuse'``.
+  2048^3 matmul peak of the same run; ours also with ``alpha_logp='reuse'``; and the Atari
+  update (Nature CNN + [768, 768], batch 64, 16 updates per call) against PyTorch's.
 - ``seeds``: [256, 256] updates/s for 1, 2, 3, 4, 8 seeds, ``seed_axis`` 'vmap' and 'map'
   (aggregate and per seed).
 - ``matmul``: GFLOP/s XLA reaches here on a chain of matrix products of the updates' shapes;
@@ -251,6 +252,9 @@ def main() -> None:
     rec["peers"] = [{"hidden": list(h), "batch": 256, "rows": peers.compare(
         peers.peer_runners(h, 256, 50, ({}, {"alpha_logp": "reuse"})), reps,
         rec["peak_gflop_per_s"])} for h in PEER_SETTINGS]
+    rec["peers"].append({"setting": "atari", "hidden": list(peers.ATARI_HIDDEN),
+                         "batch": peers.ATARI_BATCH, "rows": peers.compare(
+                             peers.atari_runners(), reps, rec["peak_gflop_per_s"])})
     rec["seeds"] = [measure("continuous", (256, 256), 256, s, 50, reps, seed_axis=axis)
                     for s in (1, 2, 3, 4, 8) for axis in ("vmap", "map")]
     rec["matmul"] = [matmul_rate(m, k, reps) for m, k in ((256, 256), (256, 768), (64, 768))]

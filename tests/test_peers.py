@@ -57,3 +57,27 @@ def test_sbx_peer_runs_and_does_the_same_matrix_products_as_ours():
     assert 0.95 < sbx.flops / ours.flops < 1.0
     reuse = peers.ours((64, 64), 32, 4, alpha_logp="reuse")
     assert reuse.flops < ours.flops
+
+
+def test_atari_rows_are_labelled_with_the_network():
+    rows = [{"peer": "ours", "updates_per_s": 10.0, "gflop_per_update": 18.0,
+             "share_of_peak": 0.5, "ratio_to": {"torch": 1.5}},
+            {"peer": "torch", "updates_per_s": 10.0 / 1.5, "gflop_per_update": None,
+             "share_of_peak": None, "ratio_to": {"ours": 1 / 1.5}}]
+    table = peers.markdown([{"setting": "atari", "hidden": [768, 768], "batch": 64,
+                             "rows": rows}], 250.0)
+    assert "| Atari CNN + [768, 768] batch 64 | torch | 6.7 | 1.50x | - | - |" in table
+    assert "| Atari CNN + [768, 768] batch 64 | ours | 10.0 |  | 18.00 | 50 % |" in table
+
+
+@pytest.mark.slow
+def test_atari_peers_run_the_same_update_count():
+    """Ours and the PyTorch reference on the Atari setting, tiny: each call does ``updates``
+    steps (ours: the compiled loop; PyTorch: one step per update)."""
+    pytest.importorskip("torch")
+    runners = peers.atari_runners((16,), 4, 2)
+    assert [r.name for r in runners] == ["ours", "torch"]
+    for r in runners:
+        assert r.updates == 2
+        r.call()
+    assert runners[0].flops > 0
