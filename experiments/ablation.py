@@ -25,7 +25,8 @@ are compared paired, on the same phase-1 network and data, at half the cost
 
 After each arm, every finished run of the pair is collected into ``<out>/<pair>.md`` (ASR, FM,
 FWT per arm as mean +- standard error over seeds with a 95 % percentile bootstrap interval of
-the mean; the sr matrices; actor drift and constant units where the runs record them),
+the mean; the FM differences seed by seed against ``sac`` and ``nbsp``; the sr matrices; actor
+drift and constant units where the runs record them; the commit each run recorded),
 ``<out>/<pair>.json`` (all per-seed numbers) and the runs' ``success.png`` / ``sr.png``.
 The exit status is 1 if any arm failed (the others still run), 2 for bad arguments.
 """
@@ -88,6 +89,8 @@ FORK_SOURCE = "sac"
 METRICS = ("asr", "fm", "fwt")
 BOOTSTRAP_RESAMPLES = 10_000
 BOOTSTRAP_SEED = 0
+# The arms every other arm is compared with seed by seed in the report.
+PAIRED_REFERENCES = ("sac", "nbsp")
 
 
 # --- arguments ----------------------------------------------------------------------------
@@ -445,6 +448,40 @@ def collect(runs: str, pair: str, arms: Sequence[str] = tuple(ARMS),
     return collected
 
 
+def paired_differences(collected: dict[str, dict], reference: str,
+                       metric: str = "fm") -> list[dict[str, Any]]:
+    """Per-seed differences ``metric(arm) - metric(reference)`` for every other arm.
+
+    Seed ``i`` of every arm runs on the same environment seeds (and, for the arms that fork,
+    from the same phase-1 network), so the difference per seed removes what the seeds share.
+
+    Args:
+        collected: output of :func:`collect`.
+        reference: the arm subtracted (left out if not collected).
+        metric: one of ``METRICS`` (``'fm'`` by default).
+
+    Returns:
+        One dict per arm with as many seeds as the reference: ``{'arm', 'diffs' [S], 'mean',
+        'stderr', 'ci': [lo, hi] (95 % bootstrap of the mean), 'lower': seeds where the arm's
+        value is below the reference's, 'higher', 'seeds'}``; nan differences (e.g. FM of a
+        one-phase run) make the summary nan.
+    """
+    if reference not in collected:
+        return []
+    ref = np.asarray(collected[reference]["per_seed"][metric], np.float64)
+    rows = []
+    for arm, c in collected.items():
+        values = np.asarray(c["per_seed"][metric], np.float64)
+        if arm == reference or values.shape != ref.shape:
+            continue
+        d = values - ref
+        s = metrics.summarize(d)
+        rows.append({"arm": arm, "diffs": d.tolist(), "mean": s["mean"], "stderr": s["stderr"],
+                     "ci": list(bootstrap_ci(d)), "lower": int((d < 0).sum()),
+                     "higher": int((d > 0).sum()), "seeds": int(d.size)})
+    return rows
+
+
 def _num(x: float | None, fmt: str = "{:.3f}") -> str:
     return "-" if x is None else ("nan" if math.isnan(x) else fmt.format(x))
 
@@ -479,6 +516,16 @@ def git_commit() -> str:
     return commit + ("+dirty" if dirty else "")
 
 
+def run_commits(collected: dict[str, dict]) -> str:
+    """``'`c1` (arm, arm), `c2` (arm)'``: the commit each run's ``results.json`` recorded
+    (``versions.nbsp_jax_commit``), 'not recorded' for runs written before it was."""
+    by_commit: dict[str, list[str]] = {}
+    for arm, c in collected.items():
+        commit = (c.get("versions") or {}).get("nbsp_jax_commit")
+        by_commit.setdefault(f"`{commit}`" if commit else "not recorded", []).append(arm)
+    return "; ".join(f"{k} ({', '.join(v)})" for k, v in by_commit.items()) or "-"
+
+
 def markdown(pair: str, collected: dict[str, dict], *, command: str, commit: str,
              missing: Sequence[str] = (), title: str = "Ablation") -> str:
     """The report of one pair.
@@ -500,7 +547,8 @@ def markdown(pair: str, collected: dict[str, dict], *, command: str, commit: str
         f"# {title}: {pair}",
         "",
         f"- command: `{command}`",
-        f"- commit: `{commit}`",
+        f"- commit of this report's code: `{commit}`",
+        f"- commit of each run's code: {run_commits(collected)}",
         f"- versions (first run): `{json.dumps(first.get('versions', {}))}`",
         f"- phases: {' -> '.join(tasks) if tasks else '-'}",
         "",
@@ -527,6 +575,20 @@ def markdown(pair: str, collected: dict[str, dict], *, command: str, commit: str
     if warnings:
         lines += ["", "**Config mismatches** (the run does not hold its arm's overrides):", ""]
         lines += [f"- {w}" for w in warnings]
+    for reference in PAIRED_REFERENCES:
+        rows = paired_differences(collected, reference)
+        if not rows:
+            continue
+        lines += ["", f"FM minus {reference}'s, seed by seed (the same environment seeds; the "
+                  "forked arms also share the phase-1 network), mean ± standard error "
+                  "[95 % bootstrap interval]:", "",
+                  f"| arm | FM - FM({reference}) | per seed | lower / higher than {reference} |",
+                  "|---|---|---|---|"]
+        for r in rows:
+            cell = format_cell({"mean": r["mean"], "stderr": r["stderr"], "ci": r["ci"]})
+            per = ", ".join(f"{v:+.2f}" for v in r["diffs"])
+            lines.append(f"| {r['arm']} | {cell} | {per} | {r['lower']} / {r['higher']} of "
+                         f"{r['seeds']} |")
     lines += ["", "Mean over phases and seeds of the per-phase entries (- where not recorded):",
               "", "| arm | actor drift | constant units (share of all hidden units) |",
               "|---|---|---|"]

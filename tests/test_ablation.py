@@ -107,6 +107,9 @@ def test_collect_hand_computed_metrics(tmp_path):
     assert "| nbsp | 2 | 0.750 ± 0.000 [0.750, 0.750] | 0.700 ± 0.300 [" in text
     assert "after window-open: 0.80, 0.00; after window-close: 0.40, 1.00" in text
     assert "abc1234" in text and '"nbsp_jax": "0.1.0"' in text and "`cmd`" in text
+    assert "each run's code: not recorded (sac, nbsp)" in text
+    collected["sac"]["versions"] = {"nbsp_jax_commit": "9ac73ec"}
+    assert ablation.run_commits(collected) == "`9ac73ec` (sac); not recorded (nbsp)"
     assert "| nbsp | 0.2 | 4.0 (20.0 %) |" in text
     assert "| sac | - | - |" in text and "Not finished: nbsp_hard." in text
     # Last-step success (sac only): seed 1 now has ASR (1/2)(0.5 + (0 + 1)/2) = 0.5,
@@ -118,6 +121,16 @@ def test_collect_hand_computed_metrics(tmp_path):
     with open(os.path.join(out, "window.json")) as f:
         saved = json.load(f)
     assert saved["arms"]["nbsp"]["per_seed"]["fm"] == pytest.approx([1.0, 0.4])
+    # Seed by seed: nbsp's FM (1.0, 0.4) minus sac's (0.4, 1.0) = (+0.6, -0.6).
+    (row,) = ablation.paired_differences(collected, "sac")
+    assert row["arm"] == "nbsp" and row["diffs"] == pytest.approx([0.6, -0.6])
+    assert (row["mean"], row["stderr"]) == pytest.approx((0.0, 0.6))
+    assert (row["lower"], row["higher"], row["seeds"]) == (1, 1, 2)
+    assert ablation.paired_differences(collected, "nbsp")[0]["diffs"] == pytest.approx(
+        [-0.6, 0.6])
+    assert ablation.paired_differences(collected, "replay_only") == []
+    assert "| nbsp | 0.000 ± 0.600 [" in text and "| +0.60, -0.60 | 1 / 1 of 2 |" in text
+    assert "| sac | 0.000 ± 0.600 [" in text and "| -0.60, +0.60 | 1 / 1 of 2 |" in text
     for arm in ("sac", "nbsp"):
         for png in ("success", "sr"):
             assert os.path.exists(os.path.join(out, f"window_{arm}_{png}.png"))

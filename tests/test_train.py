@@ -11,6 +11,7 @@ import pytest
 
 from nbsp_jax.config import validate
 from nbsp_jax.training import train_and_evaluate
+from nbsp_jax.workdir.results import source_commit
 from tests.conftest import tiny_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -59,6 +60,8 @@ def test_workdir_outputs(two_runs):
             os.path.join(d, f"seed_{s}")))
     results = json.load(open(os.path.join(d, "results.json")))
     assert results["phases"][0]["env_steps"] == 600
+    # The code that wrote it: this checkout's commit (or None outside a git checkout).
+    assert results["versions"]["nbsp_jax_commit"] == source_commit()
     assert len(results["phases"][0]["eval_success_rate"]) == 2
     assert np.asarray(results["sr"]).shape == (2, 1, 1)
     for f in ("results.md", "success.png", "sr.png", "neurons/phase01_reach.npz"):
@@ -194,3 +197,25 @@ def test_fork_source_written_before_a_field_existed_is_accepted(tmp_path):
     assert check_fork_source(tiny_config(fork_from=str(src)))["alpha_logp"] == "fresh"
     with pytest.raises(ValueError, match=r"alpha_logp: 'fresh' \(source\) vs 'reuse'"):
         check_fork_source(tiny_config(fork_from=str(src), alpha_logp="reuse"))
+
+
+def test_source_commit_names_the_checkout_and_its_changes(tmp_path):
+    """source_commit: a fresh repository's HEAD, '+dirty' after a tracked file changes,
+    None for a folder that is no checkout."""
+    def git(*args):
+        return subprocess.run(["git", "-C", str(tmp_path), *args], check=True,
+                              capture_output=True, text=True).stdout.strip()
+
+    try:
+        git("init", "-q")
+    except (OSError, subprocess.CalledProcessError):
+        pytest.skip("git is not available")
+    (tmp_path / "f.txt").write_text("a")
+    git("add", "f.txt")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "one")
+    head = git("rev-parse", "--short", "HEAD")
+    assert source_commit(str(tmp_path)) == head
+    (tmp_path / "f.txt").write_text("b")
+    assert source_commit(str(tmp_path)) == head + "+dirty"
+    (tmp_path / "sub").mkdir()
+    assert source_commit(str(tmp_path / "sub")) is None

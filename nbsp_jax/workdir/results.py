@@ -180,5 +180,28 @@ def library_versions(device: str) -> dict:
             out[name] = version(name)
         except PackageNotFoundError:
             out[name] = None
+    out["nbsp_jax_commit"] = source_commit()
     out["device"] = device
     return out
+
+
+def source_commit(root: str | None = None) -> str | None:
+    """Short git commit of the checkout ``root`` (default: the one whose ``nbsp_jax`` source
+    is running), with ``+dirty`` when its tracked files have uncommitted changes; None when
+    ``root`` is not the top of a git checkout (e.g. an installed wheel) or git is missing."""
+    import subprocess
+
+    root = root or os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    if not os.path.exists(os.path.join(root, ".git")):  # a folder, or a worktree's file
+        return None
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", root, *args], check=True, capture_output=True,
+                              text=True, timeout=10).stdout.strip()
+
+    try:
+        commit = git("rev-parse", "--short", "HEAD")
+        dirty = git("status", "--porcelain", "--untracked-files=no")
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return commit + ("+dirty" if dirty else "")
