@@ -483,7 +483,13 @@ def paired_differences(collected: dict[str, dict], reference: str,
 
 
 def _num(x: float | None, fmt: str = "{:.3f}") -> str:
-    return "-" if x is None else ("nan" if math.isnan(x) else fmt.format(x))
+    if x is None:
+        return "-"
+    if math.isnan(x):
+        return "nan"
+    text = fmt.format(x)
+    # A value that rounds to zero prints without a sign (not "-0.000").
+    return text[1:] if text.startswith("-") and float(text) == 0 else text
 
 
 def format_cell(s: dict[str, Any]) -> str:

@@ -129,6 +129,8 @@ def test_collect_hand_computed_metrics(tmp_path):
     assert ablation.paired_differences(collected, "nbsp")[0]["diffs"] == pytest.approx(
         [-0.6, 0.6])
     assert ablation.paired_differences(collected, "replay_only") == []
+    assert ablation._num(-1e-17) == "0.000" and ablation._num(-0.0004) == "0.000"
+    assert ablation._num(-0.0006) == "-0.001" and ablation._num(0.25, "{:+.2f}") == "+0.25"
     assert "| nbsp | 0.000 ± 0.600 [" in text and "| +0.60, -0.60 | 1 / 1 of 2 |" in text
     assert "| sac | 0.000 ± 0.600 [" in text and "| -0.60, +0.60 | 1 / 1 of 2 |" in text
     for arm in ("sac", "nbsp"):
