@@ -511,11 +511,13 @@ def format_sr(sr: Sequence[Sequence[float]], tasks: Sequence[str]) -> str:
 
 
 def git_commit() -> str:
-    """Short commit of ``ROOT``, with ``+dirty`` when the working tree has changes."""
+    """Short commit of ``ROOT``, with ``+dirty`` when tracked files outside ``results/`` (the
+    reports this program rewrites) have changes."""
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, check=True,
                                 capture_output=True, text=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--",
+                                ".", ":(exclude)results"],
                                cwd=ROOT, capture_output=True, text=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
