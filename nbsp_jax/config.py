@@ -262,7 +262,8 @@ def metaworld_cycle(tasks: tuple[str, ...], variant: str = "") -> ml_collections
         >= 0.9 after phase 1 in 4 of 5 seeds, window-close 1.0 in 5 of 5, window-open <= 0.3
         after phase 2 in 5 of 5. Measured on that pair, 5 seeds, sharing the 2 cores with other
         work: 9,722 s for both phases; a method forked from its end of phase 1 runs phase 2
-        only. On 2026-12-05, a faster day: phase 1 2,134 s, a forked phase 2 1,872-2,109 s.
+        only. On 2026-12-05, a faster day: phase 1 2,134 s, sac's phase 2 1,789 s, a forked
+        phase 2 1,872-2,344 s.
         (At 100k steps, 4,337 s, window-open reached >= 0.9 in 3 of 5 seeds only.)
     """
     c = base_config()
