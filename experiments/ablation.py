@@ -93,6 +93,75 @@ BOOTSTRAP_SEED = 0
 PAIRED_REFERENCES = ("sac", "nbsp")
 
 
+# The paper's numbers (H = 4: two cycles; 3 seeds; mean ± standard error) per pair and arm:
+# (ASR, FM, FWT, source). Tables 9 (window), 10 (drawer) and 2 (button_window) hold vanilla
+# SAC, replay only, masks only, hard masks and NBSP; Table 3 random skill neurons; Table 1 the
+# baselines and NBSP (the same NBSP numbers). No paper number for nbsp_gradient, ReDo and
+# Shrink & Perturb.
+_ABLATION_COLUMNS = ("sac", "replay_only", "mask_only", "nbsp_hard", "nbsp")
+_BASELINE_COLUMNS = ("ewc", "npc", "ancl", "cotasp", "crelu", "cbp", "pi", "nbsp")
+
+
+def _paper_pair(ablation: str | None, ablation_rows, random, table1) -> dict[str, tuple]:
+    """``arm -> (ASR, FM, FWT, source)`` from the paper's rows, as printed (one string per
+    arm and metric, in column order)."""
+    out = {}
+    if ablation:
+        for i, arm in enumerate(_ABLATION_COLUMNS):
+            out[arm] = (*(row[i] for row in ablation_rows), ablation)
+    out["nbsp_random"] = (*random, "Table 3")
+    for i, arm in enumerate(_BASELINE_COLUMNS):
+        if arm not in out:
+            out[arm] = (*(row[i] for row in table1), "Table 1")
+    return out
+
+
+PAPER: dict[str, dict[str, tuple[str, str, str, str]]] = {
+    "window": _paper_pair(
+        "Table 9",
+        (("0.63 ± 0.02", "0.81 ± 0.08", "0.78 ± 0.11", "0.71 ± 0.04", "0.90 ± 0.04"),
+         ("0.91 ± 0.10", "0.41 ± 0.13", "0.54 ± 0.26", "0.54 ± 0.13", "0.18 ± 0.01"),
+         ("0.97 ± 0.02", "0.96 ± 0.01", "0.98 ± 0.01", "0.91 ± 0.05", "0.96 ± 0.02")),
+        ("0.78 ± 0.09", "0.42 ± 0.13", "0.90 ± 0.06"),
+        (("0.63 ± 0.03", "0.26 ± 0.01", "0.66 ± 0.04", "0.05 ± 0.01", "0.26 ± 0.14",
+          "0.67 ± 0.05", "0.61 ± 0.02", "0.90 ± 0.04"),
+         ("0.89 ± 0.07", "0.68 ± 0.04", "0.84 ± 0.10", "0.01 ± 0.01", "0.66 ± 0.42",
+          "0.78 ± 0.13", "0.91 ± 0.07", "0.18 ± 0.01"),
+         ("0.97 ± 0.02", "0.26 ± 0.01", "0.97 ± 0.03", "0.04 ± 0.01", "0.33 ± 0.19",
+          "0.95 ± 0.02", "0.95 ± 0.01", "0.96 ± 0.02"))),
+    "drawer": _paper_pair(
+        "Table 10",
+        (("0.67 ± 0.05", "0.78 ± 0.04", "0.74 ± 0.01", "0.59 ± 0.16", "0.96 ± 0.02"),
+         ("0.78 ± 0.10", "0.48 ± 0.10", "0.64 ± 0.01", "0.52 ± 0.35", "0.07 ± 0.06"),
+         ("0.94 ± 0.04", "0.97 ± 0.01", "0.98 ± 0.02", "0.82 ± 0.21", "0.98 ± 0.01")),
+        ("0.72 ± 0.26", "0.41 ± 0.28", "0.83 ± 0.23"),
+        (("0.68 ± 0.06", "0.35 ± 0.05", "0.64 ± 0.02", "0.07 ± 0.01", "0.29 ± 0.20",
+          "0.61 ± 0.03", "0.60 ± 0.07", "0.96 ± 0.02"),
+         ("0.80 ± 0.15", "0.69 ± 0.05", "0.88 ± 0.09", "0.01 ± 0.01", "0.31 ± 0.32",
+          "0.91 ± 0.03", "0.71 ± 0.30", "0.07 ± 0.06"),
+         ("0.98 ± 0.01", "0.39 ± 0.09", "0.96 ± 0.01", "0.09 ± 0.00", "0.42 ± 0.28",
+          "0.93 ± 0.04", "0.88 ± 0.15", "0.98 ± 0.01"))),
+    "button_window": _paper_pair(
+        "Table 2",
+        (("0.62 ± 0.01", "0.70 ± 0.08", "0.71 ± 0.06", "0.71 ± 0.03", "0.95 ± 0.05"),
+         ("0.99 ± 0.02", "0.50 ± 0.16", "0.73 ± 0.21", "0.72 ± 0.04", "0.08 ± 0.12"),
+         ("0.98 ± 0.02", "0.92 ± 0.05", "0.97 ± 0.02", "0.98 ± 0.03", "0.98 ± 0.01")),
+        ("0.72 ± 0.01", "0.70 ± 0.05", "0.96 ± 0.02"),
+        (("0.66 ± 0.06", "0.25 ± 0.00", "0.61 ± 0.01", "0.03 ± 0.00", "0.33 ± 0.10",
+          "0.62 ± 0.01", "0.63 ± 0.02", "0.95 ± 0.05"),
+         ("0.85 ± 0.14", "0.67 ± 0.00", "0.95 ± 0.05", "0.01 ± 0.00", "0.94 ± 0.01",
+          "0.97 ± 0.03", "0.97 ± 0.05", "0.08 ± 0.12"),
+         ("0.96 ± 0.01", "0.25 ± 0.01", "0.95 ± 0.03", "0.04 ± 0.01", "0.42 ± 0.20",
+          "0.98 ± 0.02", "0.98 ± 0.02", "0.98 ± 0.01"))),
+}
+
+
+def paper_cell(pair: str, arm: str) -> str:
+    """``'ASR, FM, FWT (Table n)'`` of the paper for ``arm`` on ``pair``, or '-'."""
+    row = PAPER.get(pair, {}).get(arm)
+    return "-" if row is None else f"{row[0]}, {row[1]}, {row[2]} ({row[3]})"
+
+
 # --- arguments ----------------------------------------------------------------------------
 
 
@@ -563,12 +632,15 @@ def markdown(pair: str, collected: dict[str, dict], *, command: str, commit: str
         "ASR, FM, FWT per arm: mean ± standard error over seeds [95 % percentile bootstrap "
         f"interval of the mean, {BOOTSTRAP_RESAMPLES} resamples].",
         "",
-        "| arm | seeds | ASR | FM | FWT |",
-        "|---|---|---|---|---|",
+        "The paper's column: its ASR, FM, FWT (mean ± standard error over 3 seeds, two "
+        "cycles: H = 4 phases, 1e6 steps each, [768]x3 networks), not directly comparable.",
+        "",
+        "| arm | seeds | ASR | FM | FWT | paper: ASR, FM, FWT |",
+        "|---|---|---|---|---|---|",
     ]
     for arm, c in collected.items():
         cells = " | ".join(format_cell(c["summary"][m]) for m in METRICS)
-        lines.append(f"| {arm} | {c['seeds']} | {cells} |")
+        lines.append(f"| {arm} | {c['seeds']} | {cells} | {paper_cell(pair, arm)} |")
     last = {arm: c["summary_last_step"] for arm, c in collected.items()
             if c.get("summary_last_step")}
     if last:

@@ -105,6 +105,9 @@ def test_collect_hand_computed_metrics(tmp_path):
     text = ablation.write_pair(out, "window", collected, command="cmd", commit="abc1234",
                                missing=["nbsp_hard"])
     assert "| nbsp | 2 | 0.750 ± 0.000 [0.750, 0.750] | 0.700 ± 0.300 [" in text
+    # The paper's column (Table 9 for the window pair's ablation arms and NBSP).
+    assert text.split("\n| nbsp | 2 |")[1].split("\n")[0].endswith(
+        "| 0.90 ± 0.04, 0.18 ± 0.01, 0.96 ± 0.02 (Table 9) |")
     assert "after window-open: 0.80, 0.00; after window-close: 0.40, 1.00" in text
     assert "abc1234" in text and '"nbsp_jax": "0.1.0"' in text and "`cmd`" in text
     assert "each run's code: not recorded (sac, nbsp)" in text
@@ -315,3 +318,22 @@ def test_arms_finished_in_an_earlier_session_count_from_the_report(tmp_path, mon
     calls.clear()
     shutil.rmtree(runs)
     assert ablation.main(argv) == 0 and calls == []  # nothing left to run or to fork
+
+
+def test_paper_numbers_by_pair_and_arm():
+    """The paper's cells: ablation arms from Tables 9 / 10 / 2, random neurons from Table 3,
+    baselines from Table 1; '-' where the paper has none."""
+    assert ablation.paper_cell("window", "nbsp_hard") == (
+        "0.71 ± 0.04, 0.54 ± 0.13, 0.91 ± 0.05 (Table 9)")
+    assert ablation.paper_cell("drawer", "sac") == (
+        "0.67 ± 0.05, 0.78 ± 0.10, 0.94 ± 0.04 (Table 10)")
+    assert ablation.paper_cell("button_window", "nbsp_random") == (
+        "0.72 ± 0.01, 0.70 ± 0.05, 0.96 ± 0.02 (Table 3)")
+    assert ablation.paper_cell("window", "pi") == "0.61 ± 0.02, 0.91 ± 0.07, 0.95 ± 0.01 (Table 1)"
+    assert ablation.paper_cell("button_window", "nbsp") == (
+        "0.95 ± 0.05, 0.08 ± 0.12, 0.98 ± 0.01 (Table 2)")
+    assert ablation.paper_cell("window", "nbsp_gradient") == "-"
+    assert ablation.paper_cell("window_drawer4", "nbsp") == "-"
+    # Every arm with a paper number is an arm of the tables (CoTASP aside: not built).
+    for pair in ablation.PAPER.values():
+        assert set(pair) - {"cotasp"} <= set(ablation.ARMS)
