@@ -633,7 +633,7 @@ def markdown(pair: str, collected: dict[str, dict], *, command: str, commit: str
         f"interval of the mean, {BOOTSTRAP_RESAMPLES} resamples].",
         "",
         "The paper's column: its ASR, FM, FWT (mean ± standard error over 3 seeds, two "
-        "cycles: H = 4 phases, 1e6 steps each, [768]x3 networks), not directly comparable.",
+        "cycles: H = 4 phases of up to 1e6 steps, [768]x3 networks), not directly comparable.",
         "",
         "| arm | seeds | ASR | FM | FWT | paper: ASR, FM, FWT |",
         "|---|---|---|---|---|---|",
