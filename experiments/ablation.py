@@ -51,6 +51,7 @@ import numpy as np
 from nbsp_jax import metrics
 from nbsp_jax.method import method_spec
 from nbsp_jax.training.phase import FORK_POINT
+from nbsp_jax.workdir.results import source_commit
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = os.path.join(ROOT, "configs")
@@ -581,16 +582,8 @@ def format_sr(sr: Sequence[Sequence[float]], tasks: Sequence[str]) -> str:
 
 def git_commit() -> str:
     """Short commit of ``ROOT``, with ``+dirty`` when tracked files outside ``results/`` (the
-    reports this program rewrites) have changes."""
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, check=True,
-                                capture_output=True, text=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--",
-                                ".", ":(exclude)results"],
-                               cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return commit + ("+dirty" if dirty else "")
+    reports this program rewrites) have changes; 'unknown' outside a git checkout."""
+    return source_commit(ROOT, ignore=("results",)) or "unknown"
 
 
 def run_commits(collected: dict[str, dict]) -> str:

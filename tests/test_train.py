@@ -217,5 +217,15 @@ def test_source_commit_names_the_checkout_and_its_changes(tmp_path):
     assert source_commit(str(tmp_path)) == head
     (tmp_path / "f.txt").write_text("b")
     assert source_commit(str(tmp_path)) == head + "+dirty"
+    # Changes under an ignored folder leave it clean.
+    git("checkout", "-q", "f.txt")
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "r.md").write_text("a")
+    git("add", "results/r.md")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "two")
+    head = git("rev-parse", "--short", "HEAD")
+    (tmp_path / "results" / "r.md").write_text("b")
+    assert source_commit(str(tmp_path)) == head + "+dirty"
+    assert source_commit(str(tmp_path), ignore=("results",)) == head
     (tmp_path / "sub").mkdir()
     assert source_commit(str(tmp_path / "sub")) is None

@@ -185,10 +185,11 @@ def library_versions(device: str) -> dict:
     return out
 
 
-def source_commit(root: str | None = None) -> str | None:
+def source_commit(root: str | None = None, ignore: tuple[str, ...] = ()) -> str | None:
     """Short git commit of the checkout ``root`` (default: the one whose ``nbsp_jax`` source
-    is running), with ``+dirty`` when its tracked files have uncommitted changes; None when
-    ``root`` is not the top of a git checkout (e.g. an installed wheel) or git is missing."""
+    is running), with ``+dirty`` when its tracked files have uncommitted changes (outside the
+    folders ``ignore``, relative to ``root``); None when ``root`` is not the top of a git
+    checkout (e.g. an installed wheel) or git is missing."""
     import subprocess
 
     root = root or os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -201,7 +202,8 @@ def source_commit(root: str | None = None) -> str | None:
 
     try:
         commit = git("rev-parse", "--short", "HEAD")
-        dirty = git("status", "--porcelain", "--untracked-files=no")
+        dirty = git("status", "--porcelain", "--untracked-files=no", "--", ".",
+                    *(f":(exclude){p}" for p in ignore))
     except (OSError, subprocess.SubprocessError):
         return None
     return commit + ("+dirty" if dirty else "")
