@@ -46,10 +46,12 @@ import time
 import jax
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
 from benchmarks import peers  # noqa: E402
 from benchmarks.torch_reference import ratio_markdown, torch_reference_rows  # noqa: E402
 from benchmarks.update_throughput import measure  # noqa: E402
+from nbsp_jax.workdir.results import source_commit  # noqa: E402
 
 PEER_SETTINGS = ((256, 256), (768, 768, 768))
 
@@ -184,7 +186,8 @@ def train_bound(train: dict, env: dict, update: dict) -> dict:
 
 
 def markdown(rec: dict) -> str:
-    lines = [f"Machine: {rec['machine']}; jax {rec['jax_version']}, device {rec['device']}.", ""]
+    lines = [f"Machine: {rec['machine']}; jax {rec['jax_version']}, device {rec['device']}; "
+             f"commit {rec.get('commit') or 'not recorded'}.", ""]
     peak = max([r["gflop_per_s"] for r in rec["matmul"]] + [rec["peak_gflop_per_s"]])
     lines += ["| update setting | seeds (axis) | updates/s (all seeds) | per seed | matmul GFLOP/s "
               "(% of peak) | compile + 1st call |", "|---|---|---|---|---|---|"]
@@ -242,7 +245,7 @@ def main() -> None:
     rec = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
            "jax_version": jax.__version__,
            "device": f"{jax.devices()[0].platform}:{jax.devices()[0].device_kind}",
-           "quick": a.quick}
+           "quick": a.quick, "commit": source_commit(ROOT)}
     rec["update"] = [
         measure("continuous", (256, 256), 256, 1, 50, reps),
         measure("continuous", (768, 768, 768), 256, 1, 50, reps),
@@ -264,11 +267,10 @@ def main() -> None:
     rec["train"] = train_run(4_000 if a.quick else 20_000)
     three = next(u for u in rec["seeds"] if u["seeds"] == 3 and u["seed_axis"] == "vmap")
     rec["train"].update(train_bound(rec["train"], rec["env"][0], three))
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    rec["memory"] = [memory_per_seed(os.path.join(root, "configs", f)) for f in
+    rec["memory"] = [memory_per_seed(os.path.join(ROOT, "configs", f)) for f in
                      ("metaworld_window.py", "atari_pong_bowling.py")]
     rec["atari_run"] = atari_run_estimate(rec["atari_seeds"][0], rec["env"][1],
-                                          os.path.join(root, "configs", "atari_pong_bowling.py"))
+                                          os.path.join(ROOT, "configs", "atari_pong_bowling.py"))
     rec["torch"] = torch_reference_rows(reps, quick=a.quick)
     rec["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     for group in ("update", "seeds", "atari_seeds"):

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -60,8 +61,11 @@ def test_workdir_outputs(two_runs):
             os.path.join(d, f"seed_{s}")))
     results = json.load(open(os.path.join(d, "results.json")))
     assert results["phases"][0]["env_steps"] == 600
-    # The code that wrote it: this checkout's commit (or None outside a git checkout).
-    assert results["versions"]["nbsp_jax_commit"] == source_commit()
+    # The code that wrote it: this checkout's commit (None only outside a git checkout).
+    commit = results["versions"]["nbsp_jax_commit"]
+    assert commit == source_commit()
+    if os.path.exists(os.path.join(ROOT, ".git")):
+        assert re.fullmatch(r"[0-9a-f]{7,40}(\+dirty)?", commit), commit
     assert len(results["phases"][0]["eval_success_rate"]) == 2
     assert np.asarray(results["sr"]).shape == (2, 1, 1)
     for f in ("results.md", "success.png", "sr.png", "neurons/phase01_reach.npz"):
@@ -229,3 +233,6 @@ def test_source_commit_names_the_checkout_and_its_changes(tmp_path):
     assert source_commit(str(tmp_path), ignore=("results",)) == head
     (tmp_path / "sub").mkdir()
     assert source_commit(str(tmp_path / "sub")) is None
+    # With no root: the checkout that holds the running package (this one, in a clone).
+    if os.path.exists(os.path.join(ROOT, ".git")):
+        assert source_commit() == source_commit(ROOT) is not None

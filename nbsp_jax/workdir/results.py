@@ -192,7 +192,8 @@ def source_commit(root: str | None = None, ignore: tuple[str, ...] = ()) -> str 
     checkout (e.g. an installed wheel) or git is missing."""
     import subprocess
 
-    root = root or os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    # nbsp_jax/workdir/results.py -> the folder that holds the package.
+    root = root or os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     if not os.path.exists(os.path.join(root, ".git")):  # a folder, or a worktree's file
         return None
 
