@@ -32,6 +32,29 @@ def _time(fn, *args, repeats: int) -> float:
     return _median_time(lambda: fn(*args), repeats)[0]
 
 
+def critic_matmul_chain(batch: int, steps: int, passes: int = 8):
+    """A jitted ``f(ws) -> scalar``: ``steps`` iterations of ``passes`` MLP passes (ReLU
+    between the layers ``ws [in, out]``) over a ``[batch, ws[0].shape[0]]`` input, in one
+    ``lax.scan``; the matrix products of the critic update without the rest (8 passes: 2
+    critics x 1 forward on the next observations, 1 forward, 2 backward)."""
+
+    @jax.jit
+    def run(ws):
+        def body(c, i):
+            x = jnp.ones((batch, ws[0].shape[0])) * c
+            for _ in range(passes):
+                h = x
+                for w in ws:
+                    h = jnp.maximum(h @ w, 0.0) if w.shape[1] > 1 else h @ w
+                # Each pass starts from the previous one's output: passes from one input
+                # would be merged by XLA into a single pass (CSE).
+                x = x + h.mean() * 1e-9
+            return c + x.mean(), None
+        return jax.lax.scan(body, 0.0, jnp.arange(steps))[0]
+
+    return run
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--hidden", default="256,256")
@@ -82,20 +105,7 @@ def main() -> None:
     widths = (43, *hidden, 1)
     ws = [jnp.full((i, o), 0.01, jnp.float32) for i, o in zip(widths[:-1], widths[1:],
                                                                 strict=True)]
-
-    @jax.jit
-    def matmuls(ws):
-        def body(c, i):
-            x = jnp.ones((a.batch, 43)) * c
-            for _ in range(8):  # 2 critics x 4 passes
-                h = x
-                for w in ws:
-                    h = jnp.maximum(h @ w, 0.0) if w.shape[1] > 1 else h @ w
-                # Each pass starts from the previous one's output: passes from one input
-                # would be merged by XLA into a single pass (CSE).
-                x = x + h.mean() * 1e-9
-            return c + x.mean(), None
-        return jax.lax.scan(body, 0.0, jnp.arange(steps))[0]
+    matmuls = critic_matmul_chain(a.batch, steps)
 
     rec = {"hidden": list(hidden), "batch": a.batch, "steps": steps, "jax": jax.__version__}
     for name, fn, args in (("sample", sample_only, (buf,)), ("critic_update", critic_only,
