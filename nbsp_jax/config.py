@@ -265,6 +265,7 @@ def metaworld_cycle(tasks: tuple[str, ...], variant: str = "") -> ml_collections
         only. On 2026-12-05, a faster day: phase 1 2,134 s, sac's phase 2 1,789 s, a forked
         phase 2 1,872-2,344 s.
         (At 100k steps, 4,337 s, window-open reached >= 0.9 in 3 of 5 seeds only.)
+        A pair's config may raise the steps: ``metaworld_button_window.py`` runs 200k.
     """
     c = base_config()
     c.tasks = tuple(tasks)
