@@ -26,7 +26,8 @@ are compared paired, on the same phase-1 network and data, at half the cost
 After each arm, every finished run of the pair is collected into ``<out>/<pair>.md`` (ASR, FM,
 FWT per arm as mean +- standard error over seeds with a 95 % percentile bootstrap interval of
 the mean; the FM differences seed by seed against ``sac`` and ``nbsp``; the sr matrices; actor
-drift and constant units where the runs record them; the commit each run recorded),
+drift and constant units where the runs record them; the plasticity metrics at the end of
+each phase, for actor and critics; the commit each run recorded),
 ``<out>/<pair>.json`` (all per-seed numbers) and the runs' ``success.png`` / ``sr.png``.
 The exit status is 1 if any arm failed (the others still run), 2 for bad arguments.
 """
@@ -420,6 +421,45 @@ def constant_units(phases: Sequence[dict]) -> dict[str, float] | None:
     return {"count": float(n.mean()), "fraction": float((n / width).mean())}
 
 
+PLASTICITY = ("dormant_0", "dormant_0.1", "feature_srank", "param_norm", "update_norm")
+
+
+def plasticity(phases: Sequence[dict]) -> list[dict] | None:
+    """The plasticity metrics at the end of each phase, averaged over seeds.
+
+    Args:
+        phases: the ``phases`` list of a ``results.json``; ``plasticity`` of a phase is per
+            seed ``{network: {metric: value}}`` (metrics of :data:`PLASTICITY`: dormant-unit
+            shares at tau 0 and 0.1, the last hidden layer's effective rank, parameter and
+            update norms), or absent.
+
+    Returns:
+        Per phase that records it ``{'phase' (1-based), 'task', 'actor': {metric: mean},
+        'critics': {metric: mean}}``; the critics are every network but the actor (qf1,
+        qf2), averaged over both and the seeds; None if no phase records plasticity. A phase
+        resumed or forked after its start (``update_norm_from_step`` > 0) has no
+        ``update_norm``.
+    """
+    out = []
+    for number, p in enumerate(phases, 1):
+        seeds = p.get("plasticity") if isinstance(p, dict) else None
+        if not isinstance(seeds, list) or not seeds:
+            continue
+        groups: dict[str, dict[str, list[float]]] = {"actor": {}, "critics": {}}
+        # The update norm is the change since the step the phase was resumed at: only a
+        # phase trained from its start (0) gives the whole phase's (a forked phase 1: none).
+        metrics = PLASTICITY if not p.get("update_norm_from_step") else PLASTICITY[:-1]
+        for per_net in seeds:
+            for net, values in (per_net or {}).items():
+                group = groups["actor" if net == "actor" else "critics"]
+                for m in metrics:
+                    group.setdefault(m, []).extend(_numbers((values or {}).get(m)))
+        means = {g: {m: float(np.mean(v)) for m, v in d.items() if v}
+                 for g, d in groups.items()}
+        out.append({"phase": number, "task": p.get("task"), **means})
+    return out or None
+
+
 def config_mismatches(arm: str, config: dict) -> list[str]:
     """Overrides of ``arm`` that the run's recorded config does not hold.
 
@@ -462,7 +502,8 @@ def collect_arm(workdir: str, arm: str, path: str | None = None) -> dict[str, An
         ``{'workdir', 'tasks', 'seeds', 'sr' [S][H][H], 'per_seed': {metric: [S]},
         'summary': {metric: {'mean', 'stderr', 'ci': [lo, hi]}}, 'summary_last_step' (the
         same from success at the episode's last step, or None), 'actor_drift'
-        (:func:`actor_drift`), 'constant_units' (:func:`constant_units`), 'mismatches',
+        (:func:`actor_drift`), 'constant_units' (:func:`constant_units`), 'plasticity'
+        (:func:`plasticity`), 'mismatches',
         'versions', 'wall_s'}``.
 
     Raises:
@@ -489,6 +530,7 @@ def collect_arm(workdir: str, arm: str, path: str | None = None) -> dict[str, An
         "summary_last_step": last,
         "actor_drift": actor_drift(phases),
         "constant_units": constant_units(phases),
+        "plasticity": plasticity(phases),
         "mismatches": config_mismatches(arm, r.get("config") or {}),
         "versions": r.get("versions") or {},
         "wall_s": r.get("wall_s"),
@@ -670,6 +712,30 @@ def markdown(pair: str, collected: dict[str, dict], *, command: str, commit: str
         units_cell = "-" if units is None else (
             f"{units['count']:.1f} ({_num(100 * units['fraction'], '{:.1f}')} %)")
         lines.append(f"| {arm} | {_num(c['actor_drift'], '{:.3g}')} | {units_cell} |")
+    rows = [(arm, p) for arm, c in collected.items() for p in c.get("plasticity") or []]
+    if rows:
+        lines += ["", "Plasticity at the end of each phase, mean over seeds (critics: qf1 and "
+                  "qf2 averaged): dormant units (share of hidden units whose mean |activation| "
+                  "is at most tau times their layer's mean, tau = 0 / 0.1), effective rank "
+                  "(srank, delta 0.01) of the last hidden layer's features, the parameter "
+                  "norm, and the norm of the phase's parameter change (update norm; - where the "
+                  "phase was resumed or forked after its start):", "",
+                  "| arm | after phase | actor dormant | actor rank | critics dormant | "
+                  "critics rank | param norm actor / critics | update norm actor / critics |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for arm, p in rows:
+            a, q = p.get("actor", {}), p.get("critics", {})
+
+            def taus(d):  # dormant at tau 0 / 0.1
+                return " / ".join(_num(d.get(m), "{:.2f}") for m in ("dormant_0", "dormant_0.1"))
+
+            def both(m, a=a, q=q):  # actor / critics
+                return f"{_num(a.get(m), '{:.0f}')} / {_num(q.get(m), '{:.0f}')}"
+
+            cells = [f"{p['phase']}: {p['task']}", taus(a), _num(a.get("feature_srank"), "{:.0f}"),
+                     taus(q), _num(q.get("feature_srank"), "{:.0f}"), both("param_norm"),
+                     both("update_norm")]
+            lines.append(f"| {arm} | {' | '.join(cells)} |")
     lines += ["", "sr[i][j] = success on the task of phase j after phase i:", "",
               "| arm | seed | sr |", "|---|---|---|"]
     for arm, c in collected.items():

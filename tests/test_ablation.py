@@ -337,3 +337,43 @@ def test_paper_numbers_by_pair_and_arm():
     # Every arm with a paper number is an arm of the tables (CoTASP aside: not built).
     for pair in ablation.PAPER.values():
         assert set(pair) - {"cotasp"} <= set(ablation.ARMS)
+
+
+def test_plasticity_per_phase_means_and_report(tmp_path):
+    runs, out = str(tmp_path / "runs"), str(tmp_path / "out")
+
+    def nets(a_dormant, q1_rank, q2_rank, a_update):
+        return {"actor": {"dormant_0": a_dormant, "dormant_0.1": a_dormant + 0.1,
+                          "feature_srank": 10.0, "param_norm": 5.0, "update_norm": a_update},
+                "qf1": {"dormant_0": 0.2, "dormant_0.1": 0.4, "feature_srank": q1_rank,
+                        "param_norm": 7.0, "update_norm": 1.0},
+                "qf2": {"dormant_0": 0.4, "dormant_0.1": 0.6, "feature_srank": q2_rank,
+                        "param_norm": 9.0, "update_norm": 3.0}}
+
+    # Per phase, per seed {network: metrics}, as nbsp_jax.training records them.
+    _write_run(os.path.join(runs, "window_redo"), method="redo", phases=[
+        {"task": "window-open", "plasticity": [nets(0.1, 20.0, 30.0, 2.0),
+                                               nets(0.3, 40.0, 50.0, 4.0)]},
+        {"task": "window-close"},  # a phase that recorded none is left out
+        # Forked at its end: its update norm covers none of it.
+        {"task": "window-open", "update_norm_from_step": 150, "plasticity": [
+            nets(0.1, 20.0, 30.0, 0.0)]}])
+    c = ablation.collect(runs, "window", ["redo"])["redo"]
+    # By hand: actor over 2 seeds; critics over qf1, qf2 and 2 seeds.
+    assert len(c["plasticity"]) == 2
+    assert "update_norm" not in c["plasticity"][1]["actor"]
+    assert c["plasticity"][1]["critics"]["feature_srank"] == pytest.approx(25.0)
+    p = c["plasticity"][0]
+    assert (p["phase"], p["task"]) == (1, "window-open")
+    assert p["actor"] == pytest.approx({"dormant_0": 0.2, "dormant_0.1": 0.3,
+                                        "feature_srank": 10.0, "param_norm": 5.0,
+                                        "update_norm": 3.0})
+    assert p["critics"] == pytest.approx({"dormant_0": 0.3, "dormant_0.1": 0.5,
+                                          "feature_srank": 35.0, "param_norm": 8.0,
+                                          "update_norm": 2.0})
+    text = ablation.write_pair(out, "window", {"redo": c}, command="cmd", commit="abc1234",
+                               table="baselines")
+    assert ("| redo | 1: window-open | 0.20 / 0.30 | 10 | 0.30 / 0.50 | 35 | 5 / 8 | 3 / 2 |"
+            in text)
+    assert "| redo | 3: window-open | 0.10 / 0.20 | 10 | 0.30 / 0.50 | 25 | 5 / 8 | - / - |" in text
+    assert ablation.plasticity([{"task": "t"}, {"task": "u", "plasticity": None}]) is None
