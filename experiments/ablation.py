@@ -638,6 +638,11 @@ def run_commits(collected: dict[str, dict]) -> str:
     return "; ".join(f"{k} ({', '.join(v)})" for k, v in by_commit.items()) or "-"
 
 
+def _dormant(metrics: dict) -> str:
+    """``'x / y'``: the dormant shares at tau 0 and 0.1 of one network group."""
+    return " / ".join(_num(metrics.get(m), "{:.2f}") for m in ("dormant_0", "dormant_0.1"))
+
+
 def markdown(pair: str, collected: dict[str, dict], *, command: str, commit: str,
              missing: Sequence[str] = (), title: str = "Ablation") -> str:
     """The report of one pair.
@@ -725,16 +730,10 @@ def markdown(pair: str, collected: dict[str, dict], *, command: str, commit: str
                   "|---|---|---|---|---|---|---|---|"]
         for arm, p in rows:
             a, q = p.get("actor", {}), p.get("critics", {})
-
-            def taus(d):  # dormant at tau 0 / 0.1
-                return " / ".join(_num(d.get(m), "{:.2f}") for m in ("dormant_0", "dormant_0.1"))
-
-            def both(m, a=a, q=q):  # actor / critics
-                return f"{_num(a.get(m), '{:.0f}')} / {_num(q.get(m), '{:.0f}')}"
-
-            cells = [f"{p['phase']}: {p['task']}", taus(a), _num(a.get("feature_srank"), "{:.0f}"),
-                     taus(q), _num(q.get("feature_srank"), "{:.0f}"), both("param_norm"),
-                     both("update_norm")]
+            cells = [f"{p['phase']}: {p['task']}", _dormant(a), _num(a.get("feature_srank"),
+                     "{:.0f}"), _dormant(q), _num(q.get("feature_srank"), "{:.0f}"),
+                     *(f"{_num(a.get(m), '{:.0f}')} / {_num(q.get(m), '{:.0f}')}"
+                       for m in ("param_norm", "update_norm"))]
             lines.append(f"| {arm} | {' | '.join(cells)} |")
     lines += ["", "sr[i][j] = success on the task of phase j after phase i:", "",
               "| arm | seed | sr |", "|---|---|---|"]
