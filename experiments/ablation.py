@@ -6,7 +6,8 @@
 
 ``--table baselines`` runs Table 1's baselines next to ``sac`` and ``nbsp`` (the same runs
 as the ablation's) and writes ``<out>/<pair>_baselines.md``; the baselines that act during
-phase 1 (NPC, CReLU, CBP, PI, ReDo) train their own phase 1 instead of forking.
+phase 1 (NPC, CReLU, CBP, ReDo) train their own phase 1 instead of forking (PI's phase 1
+trains only its base, the plain network, so it forks).
 
 Each arm (a method or an ablation of NBSP, see ``ARMS``) of each pair (a
 ``configs/metaworld_<pair>.py``) is one ``python -m nbsp_jax.train`` subprocess, run one

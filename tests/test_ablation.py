@@ -260,7 +260,7 @@ def test_baselines_table_forks_only_the_methods_that_act_after_phase_one(tmp_pat
     assert ablation.validate_arms(["all"], "baselines") == list(ablation.TABLES["baselines"])
     assert [a for a in ablation.ARMS if ablation.forks(a)] == [
         "sac", "replay_only", "mask_only", "nbsp", "nbsp_hard", "nbsp_random", "nbsp_gradient",
-        "ewc", "ancl", "shrink_perturb"]
+        "ewc", "ancl", "pi", "shrink_perturb"]
     with pytest.raises(ValueError, match=r"unknown table 'table9'; valid choices: ablation, "
                                          r"baselines"):
         ablation.validate_arms(["all"], "table9")
@@ -273,9 +273,9 @@ def test_baselines_table_forks_only_the_methods_that_act_after_phase_one(tmp_pat
                      "window ancl", "window crelu", "window cbp", "window pi", "window nbsp",
                      "window redo", "window shrink_perturb", "window sac"]
     by_arm = dict(zip(names, lines, strict=True))
-    for arm in ("ewc", "ancl", "nbsp", "shrink_perturb"):
+    for arm in ("ewc", "ancl", "pi", "nbsp", "shrink_perturb"):
         assert "--config.fork_from=" in by_arm[f"window {arm}"]
-    for arm in ("npc", "crelu", "cbp", "pi", "redo"):
+    for arm in ("npc", "crelu", "cbp", "redo"):
         assert "--config.fork_from=" not in by_arm[f"window {arm}"]
     assert "--config.activation=crelu" in by_arm["window crelu"]
     _write_run(os.path.join(runs, "window_sac"), method="sac")

@@ -504,11 +504,60 @@ def test_plasticity_injection_output_unchanged_at_injection_and_only_the_new_par
     assert loss(new) < loss(params)
 
 
+def test_a_plasticity_injection_fork_starts_from_the_plain_networks():
+    """graft_state puts a plain SAC state (after one Adam step, so its moments are not zero)
+    into a plasticity-injection state: the base holds the source's parameters and Adam
+    moments, new0 and init0 keep the template's (equal, so their term is exactly zero), the
+    masks still train the base, and the actor's and critics' outputs are the source's exactly."""
+    from nbsp_jax.networks import Injected
+    from nbsp_jax.training.fork import graft_state, into_base
+
+    adam = optax.adam(1e-3)
+    plain = sac.make_sac(3, 2, hidden=(8, 8), actor_opt=adam, q_opt=adam)
+    chain = optax.chain(optax.adam(1e-3), method.masked_scale())
+    inj = sac.make_sac(3, 2, hidden=(8, 8), actor_opt=chain, q_opt=chain)
+    inj = inj._replace(actor=Injected(inj.actor, 1, metaworld_domain.clip_log_std),
+                       critic=Injected(inj.critic, 1))
+    src = sac.init_state(plain, jax.random.key(0))
+    grads = jax.tree.map(lambda x: jnp.full_like(x, 0.5), src.params.actor)
+    src = src._replace(opt=src.opt._replace(actor=adam.update(grads, src.opt.actor)[1]))
+    target = sac.init_state(inj, jax.random.key(1))
+    p = target.params
+    target = target._replace(opt=target.opt._replace(
+        actor=method.set_masks(target.opt.actor, method.injection_masks(p.actor, -1)),
+        q=method.set_masks(target.opt.q, method.injection_masks(p.q, -1))))
+
+    g = graft_state(src, target)
+    obs = jax.random.normal(jax.random.key(2), (16, 3))
+    act = jax.random.uniform(jax.random.key(3), (16, 2), minval=-1, maxval=1)
+    for x, y in zip(inj.actor.apply(g.params.actor, obs),
+                    plain.actor.apply(src.params.actor, obs), strict=True):
+        np.testing.assert_array_equal(x, y)
+    for net in ("qf1", "qf2"):
+        for tree in ("q", "q_target"):
+            np.testing.assert_array_equal(
+                inj.critic.apply(getattr(g.params, tree)[net], obs, act),
+                plain.critic.apply(getattr(src.params, tree)[net], obs, act))
+    mu, mu_src = g.opt.actor[0][0].mu["params"], src.opt.actor[0].mu["params"]
+    np.testing.assert_array_equal(mu["base"]["fc0"]["kernel"], mu_src["fc0"]["kernel"])
+    assert float(np.abs(mu_src["fc0"]["kernel"]).min()) > 0
+    assert float(np.abs(mu["new0"]["fc0"]["kernel"]).max()) == 0
+    np.testing.assert_array_equal(g.params.actor["params"]["new0"]["fc0"]["kernel"],
+                                  p.actor["params"]["init0"]["fc0"]["kernel"])
+    masks = g.opt.actor[1].masks["params"]
+    assert bool((masks["base"]["fc0"]["kernel"] == 1).all())
+    assert float(masks["new0"]["fc0"]["kernel"].sum()) == 0
+    with pytest.raises(ValueError, match="differ in more than the method's own states"):
+        into_base({"a": jnp.ones(2)}, {"b": jnp.ones(2)})
+
+
 @pytest.mark.slow
 def test_plasticity_injection_through_the_loop(tmp_path):
     """method='pi': phase 1 trains only the base networks (new0 still equals its frozen copy
     at phase 1's end), phase 2 only new0 (the base is bit-identical to phase 1's end), the
-    switch compiles once, and a fork is refused."""
+    switch compiles once. Forked from a sac run's end of phase 1, its phase 1 evaluates as the
+    source's (the same function), its base is the source's trained network and stays so
+    through phase 2, and new0 trains."""
     kw = dict(tasks=("reach", "window-open"), steps_per_task=300, learning_starts=100)
     r = training.train_and_evaluate(tiny_config(method="pi", save_score_record=True, **kw),
                                     str(tmp_path / "pi"))
@@ -521,7 +570,22 @@ def test_plasticity_injection_through_the_loop(tmp_path):
     assert not np.allclose(end["new0"]["fc0"]["kernel"], end["init0"]["fc0"]["kernel"])
     q = r["state"].params.q["qf2"]["params"]
     assert not np.allclose(q["new0"]["out"]["kernel"], q["init0"]["out"]["kernel"])
-    _fork_is_refused(tmp_path, "pi", kw)
+
+    src = tmp_path / "sac"
+    a = training.train_and_evaluate(
+        tiny_config(method="sac", save_fork_point=True, save_score_record=True, **kw), str(src))
+    b = training.train_and_evaluate(tiny_config(method="pi", fork_from=str(src), **kw),
+                                    str(tmp_path / "pi_fork"))
+    # task_switch: once for the template's base masks, once on the restored (committed)
+    # arrays at the switch, as end_task in every forked run (see the README).
+    assert b["compilations"]["task_switch"] == 2 and b["compilations"]["update"] == 1
+    np.testing.assert_array_equal(np.asarray(b["sr"])[:, 0], np.asarray(a["sr"])[:, 0])
+    src_rec = np.load(src / "neurons" / "phase01_reach_record.npz")
+    end = b["state"].params.actor["params"]
+    for layer in ("fc0", "fc1", "mean", "log_std"):
+        np.testing.assert_array_equal(end["base"][layer]["kernel"],
+                                      src_rec[f"params/actor/params/{layer}/kernel"])
+    assert not np.allclose(end["new0"]["fc0"]["kernel"], end["init0"]["fc0"]["kernel"])
 
 
 @pytest.mark.slow

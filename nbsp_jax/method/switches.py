@@ -53,8 +53,11 @@ class MethodSpec(NamedTuple):
 
     @property
     def acts_in_phase_one(self) -> bool:
-        """Whether the method changes phase 1's training (then it cannot fork)."""
-        return self.redo or self.cbp or self.npc or self.inject
+        """Whether the method changes phase 1's training (then it cannot fork). Plasticity
+        injection does not: before its first injection only the base trains and the other
+        parts add exactly zero, so its phase 1 is the plain network's (a fork puts the
+        source's networks into the base)."""
+        return self.redo or self.cbp or self.npc
 
 
 METHODS = {

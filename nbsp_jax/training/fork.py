@@ -7,6 +7,7 @@ import dataclasses
 import json
 import os
 import shutil
+from collections.abc import Mapping
 
 import jax
 import jax.numpy as jnp
@@ -98,7 +99,9 @@ def graft_state(src, target):
     """``src``'s learner state in the structure of ``target``'s: the same parameters and keys;
     each optimizer state is ``src``'s Adam state, with the method's own states
     (``masked_scale``'s, EWC's) taken fresh from ``target`` (all-ones masks, no penalty, as
-    before any task ended) or dropped where the two methods' optimizer chains differ."""
+    before any task ended; plasticity injection's masks that train the base) or dropped where
+    the two methods' optimizer chains differ. Into a plasticity-injection state, ``src``'s
+    networks and moments become the base (:func:`into_base`)."""
     def added(x) -> bool:
         return isinstance(x, (MaskedScaleState, EWCState, AuxAnchorState))
 
@@ -114,11 +117,35 @@ def graft_state(src, target):
             return a
         adam = core(a)
         if isinstance(b, tuple) and any(added(y) for y in b):
-            return tuple(y if added(y) else adam for y in b)
-        if jax.tree.structure(adam) == jax.tree.structure(b):
-            return adam
-        raise ValueError("graft_state: optimizer states differ in more than the method's "
-                         f"states: {jax.tree.structure(a)} vs {jax.tree.structure(b)}")
+            return tuple(y if added(y) else into_base(adam, y) for y in b)
+        return into_base(adam, b)
 
     opt = type(target.opt)(*(graft(a, b) for a, b in zip(src.opt, target.opt, strict=True)))
-    return target._replace(params=src.params, opt=opt, key=src.key)
+    return target._replace(params=into_base(src.params, target.params), opt=opt, key=src.key)
+
+
+def into_base(src, target):
+    """``src``'s tree in ``target``'s structure: ``src`` itself where the structures match;
+    where ``target`` holds an :class:`~nbsp_jax.networks.Injected` network (a mapping with a
+    ``base`` entry) and ``src`` the plain one, ``src`` becomes its ``base`` and the injected
+    parts (``new{k}``, ``init{k}``) keep ``target``'s values. Applied to parameters and to
+    Adam's moments alike: a plasticity-injection run forked from a plain run starts with the
+    plain run's networks and moments as its base and fresh, not yet trained parts, whose
+    output terms ``f_new - f_init`` are exactly zero, so the function is the source's.
+
+    Raises:
+      ValueError: the trees differ otherwise (both structures named).
+    """
+    if jax.tree.structure(src) == jax.tree.structure(target):
+        return src
+    if isinstance(target, Mapping) and isinstance(src, Mapping):
+        if "base" in target and "base" not in src:
+            return type(target)({**target, "base": into_base(src, target["base"])})
+        if set(src) == set(target):
+            return type(target)({k: into_base(src[k], target[k]) for k in target})
+    if (isinstance(src, tuple) and type(src) is type(target)
+            and len(src) == len(target)):
+        parts = [into_base(a, b) for a, b in zip(src, target, strict=True)]
+        return type(target)(*parts) if hasattr(target, "_fields") else tuple(parts)
+    raise ValueError("graft_state: the states differ in more than the method's own states: "
+                     f"{jax.tree.structure(src)} vs {jax.tree.structure(target)}")
