@@ -110,7 +110,7 @@ def test_ewc_cycle_pins_the_parameters_task_one_needs(tmp_path):
         tiny_config(method="ewc", ewc_lambda=0.0, fork_from=str(src), **kw),
         str(tmp_path / "ewc0"))
     # One update executable. (A forked run holds two executables of the functions first
-    # called at the restored end of phase 1, e.g. end_task, for every method; see the README.)
+    # called at the restored end of phase 1, e.g. end_task, for every method.)
     assert b["compilations"]["update"] == 1, b["compilations"]
     rec = np.load(src / "neurons" / "phase01_reach_record.npz")
     heads = ("params/mean/bias", "params/log_std/bias")  # Fisher 1/sigma^2 and ~2 per entry
@@ -576,8 +576,8 @@ def test_plasticity_injection_through_the_loop(tmp_path):
         tiny_config(method="sac", save_fork_point=True, save_score_record=True, **kw), str(src))
     b = training.train_and_evaluate(tiny_config(method="pi", fork_from=str(src), **kw),
                                     str(tmp_path / "pi_fork"))
-    # task_switch: once for the template's base masks, once on the restored (committed)
-    # arrays at the switch, as end_task in every forked run (see the README).
+    # task_switch compiles twice: init_run calls it on the fresh (uncommitted) template to
+    # install the base masks, and the switch calls it on the restored, committed arrays.
     assert b["compilations"]["task_switch"] == 2 and b["compilations"]["update"] == 1
     np.testing.assert_array_equal(np.asarray(b["sr"])[:, 0], np.asarray(a["sr"])[:, 0])
     src_rec = np.load(src / "neurons" / "phase01_reach_record.npz")
