@@ -593,7 +593,8 @@ def test_cbp_resumed_mid_phase_keeps_its_state_and_counts(tmp_path, monkeypatch)
     """A CBP run killed mid-phase (after a checkpoint) and resumed replaces as many units as
     an uninterrupted run: replacements accrue at cbp_rate * mature units per step, so the
     count depends on the restored ages and owed fractions, not on the data, and the phase's
-    count must include the replacements made before the kill."""
+    count must include the replacements made before the kill. Nothing compiles twice in the
+    resumed process, whose restored arrays meet phase 2's fresh buffer."""
     from nbsp_jax.training.phase import PhaseRun
 
     kw = dict(tasks=("reach", "window-open"), steps_per_task=400, learning_starts=100,
@@ -616,3 +617,4 @@ def test_cbp_resumed_mid_phase_keeps_its_state_and_counts(tmp_path, monkeypatch)
     for p_whole, p_resumed in zip(whole["phases"], resumed["phases"], strict=True):
         assert p_resumed["cbp_replacements"] == p_whole["cbp_replacements"]
     assert all(s["actor"] > 0 for s in whole["phases"][0]["cbp_replacements"])
+    assert max(resumed["compilations"].values()) == 1, resumed["compilations"]

@@ -55,3 +55,23 @@ def test_run_checkpoint_format_is_checked(tmp_path):
                                          "nbsp_jax reads format 1"):
         training.restore(ckpt, 2, device)
     ckpt.close()
+
+
+def test_restore_keeps_the_templates_placement(tmp_path):
+    """Uncommitted template leaves (a run without a mesh) come back uncommitted, committed ones
+    with the template's device: restored arrays then share the run's jit signatures."""
+    tree = {"w": jnp.arange(6.0).reshape(2, 3), "key": jax.random.key(1)}
+    ckpt = Checkpointer(str(tmp_path))
+    ckpt.save(1, tree, {})
+    loose = {"w": jnp.zeros((2, 3)), "key": jax.random.key(0)}
+    pinned = jax.device_put(loose, jax.devices()[0])
+    assert not loose["w"].committed and pinned["w"].committed
+    got_loose, _ = ckpt.restore(1, loose)
+    got_pinned, _ = ckpt.restore(1, pinned)
+    ckpt.close()
+    assert not got_loose["w"].committed and not got_loose["key"].committed
+    assert got_pinned["w"].committed and got_pinned["key"].committed
+    for got in (got_loose, got_pinned):
+        np.testing.assert_array_equal(got["w"], np.arange(6.0).reshape(2, 3))
+        np.testing.assert_array_equal(jax.random.key_data(got["key"]),
+                                      jax.random.key_data(tree["key"]))

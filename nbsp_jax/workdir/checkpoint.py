@@ -12,6 +12,7 @@ import os
 from typing import Any
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 
@@ -66,18 +67,28 @@ class Checkpointer:
         self._manager.wait_until_finished()
 
     def restore(self, step: int, device_template: Any) -> tuple[Any, dict]:
-        """Reads checkpoint ``step``; ``device_template`` gives structure, shapes and dtypes."""
-        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct,
-                                self._to_saved(device_template))
+        """Reads checkpoint ``step`` into the structure, shapes, dtypes and placement of
+        ``device_template``; returns ``(device_tree, host_dict)``.
+
+        A leaf committed to its devices (a seed-sharded run's arrays) comes back with the
+        template's sharding; an uncommitted one (what ``jnp`` and ``jit`` make without a mesh)
+        comes back uncommitted on the default device. Placement is part of every jitted
+        function's signature: committed arrays restored into a run of uncommitted ones would
+        compile each function a second time once fresh arrays (the next task's buffer) join them.
+        """
+        template = _unwrap_keys(device_template)
+        # Leaves read to host memory, then put uncommitted on the default device.
+        loose = jax.tree.map(lambda x: isinstance(x, jax.Array)
+                             and (self._host_arrays or not x.committed), template)
+        abstract = jax.tree.map(lambda x, h: np.empty(x.shape, x.dtype) if h
+                                else ocp.utils.to_shape_dtype_struct(x), template, loose)
         out = self._manager.restore(
             step,
             args=ocp.args.Composite(
                 device=ocp.args.StandardRestore(abstract), host=ocp.args.JsonRestore()
             ),
         )
-        device = out["device"]
-        if self._host_arrays:
-            device = jax.device_put(device)
+        device = jax.tree.map(lambda x, h: jax.device_put(x) if h else x, out["device"], loose)
         return _rewrap_keys(device_template, device), out["host"]
 
     def _to_saved(self, device_tree: Any) -> Any:
