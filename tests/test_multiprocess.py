@@ -13,12 +13,14 @@ pytestmark = pytest.mark.slow  # end-to-end: whole training runs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-SCRIPT = os.path.join(ROOT, "tests", "scripts", "process_run.py")
+SCRIPTS = os.path.join(ROOT, "tests", "scripts")
 
 
-def _run(workdir, num_seeds, offset, env=None, wait=True):
-    proc = subprocess.Popen([sys.executable, SCRIPT, str(workdir), str(num_seeds),
-                             str(offset)], cwd=ROOT, env={**os.environ, **(env or {})},
+def _run(workdir, num_seeds, offset, env=None, wait=True, script="process_run.py"):
+    proc = subprocess.Popen([sys.executable, os.path.join(SCRIPTS, script), str(workdir),
+                             *map(str, (num_seeds, offset) if offset is not None else
+                                  (num_seeds,))],
+                            cwd=ROOT, env={**os.environ, **(env or {})},
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     return _result(proc) if wait else proc
 
@@ -29,12 +31,16 @@ def _result(proc):
     return json.loads(out.strip().splitlines()[-1])
 
 
-def test_two_process_run_equals_its_seed_blocks_run_alone(tmp_path):
+def _two_process_env():
     with socket.socket() as s:
         s.bind(("localhost", 0))
         port = s.getsockname()[1]
-    env = lambda i: {"JAX_COORDINATOR_ADDRESS": f"localhost:{port}", "JAX_NUM_PROCESSES": "2",
-                     "JAX_PROCESS_ID": str(i), "JAX_PLATFORMS": "cpu"}
+    return lambda i: {"JAX_COORDINATOR_ADDRESS": f"localhost:{port}", "JAX_NUM_PROCESSES": "2",
+                      "JAX_PROCESS_ID": str(i), "JAX_PLATFORMS": "cpu"}
+
+
+def test_two_process_run_equals_its_seed_blocks_run_alone(tmp_path):
+    env = _two_process_env()
     procs = [_run(tmp_path / "multi", 4, 0, env(i), wait=False) for i in range(2)]
     multi = [_result(p) for p in procs]
     alone = [_run(tmp_path / f"alone{k}", 2, 2 * k) for k in range(2)]
@@ -57,3 +63,20 @@ def test_two_process_run_equals_its_seed_blocks_run_alone(tmp_path):
         sub = tmp_path / "multi" / f"process_{i}"
         assert sorted(os.listdir(sub / "checkpoints")) and (sub / f"seed_{2 * i + 1}").is_dir()
     assert (tmp_path / "multi" / "success.png").exists()
+
+
+def test_each_process_checkpoints_and_restores_its_own_state(tmp_path):
+    """Two processes save 30 process-local checkpoints each at the same time, then restore
+    their latest as a resumed run does. Orbax's defaults failed this in two ways: the saves'
+    signal keys were shared between processes (a save hung or died on the other's step
+    directory), and process 1's checkpoints held no arrays (orbax writes NumPy on process 0)."""
+    env = _two_process_env()
+    procs = [_run(tmp_path, 30, None, env(i), wait=False, script="process_checkpoints.py")
+             for i in range(2)]
+    got = [_result(p) for p in procs]
+    for i, g in enumerate(got):
+        v = 100.0 * i + 29  # process i's value at its last step
+        assert g["process"] == i and g["latest"] == 29 and g["host"] == {"step": 29, "process": i}
+        assert g["kept"] == ["28", "29"]  # max_to_keep=2
+        assert g["loose"] == [v] * 3 and g["pinned"] == [v] * 2 and g["host_side"] == [v] * 2
+        assert g["numpy"] == "ndarray" and g["committed"] == [False, True] and g["key_matches"]
