@@ -37,19 +37,21 @@ DEFAULT_ARMS = ("sac", "nbsp", "ewc", "ancl", "shrink_perturb", "npc", "crelu", 
 def arm_config(arm: str):
     """The window pair's ``:cpu`` config with ``arm``'s overrides (string fields only)."""
     from configs.metaworld_window import get_config
-    from experiments.ablation import ARMS
+    from experiments.ablation import arm_fields
 
     c = get_config("cpu")
-    for o in ARMS[arm]:
-        key, value = o[len("--config."):].split("=", 1)
+    for key, value in arm_fields(arm).items():
         if not isinstance(c[key], str):
-            raise ValueError(f"{arm}: override {o} is not a string field; extend arm_config")
+            raise ValueError(f"{arm}: override {key}={value} is not a string field; "
+                             "extend arm_config")
         c[key] = value
     return c
 
 
 def chunk_call(arm: str, rows: int):
-    """Returns ``(call, grad_steps)``: one chunk's learning for ``arm`` and its gradient steps."""
+    """Returns ``(call, grad_steps, config)``: one chunk's learning for ``arm`` (a function of
+    no arguments that carries the state from call to call), the gradient steps of one call,
+    and the arm's config."""
     from nbsp_jax.training import make_learner
     from nbsp_jax.training.state import init_run
 

@@ -225,11 +225,16 @@ def validate_arms(arms: Sequence[str], table: str = "ablation") -> list[str]:
     return [a for a in order if a in names]
 
 
+def arm_fields(arm: str) -> dict[str, str]:
+    """``arm``'s config overrides as ``{field: value}`` strings (``ARMS[arm]`` parsed)."""
+    return dict(o[len("--config."):].split("=", 1) for o in ARMS[arm])
+
+
 def forks(arm: str) -> bool:
     """Whether ``arm`` can start from the ``FORK_SOURCE`` arm's end of phase 1: its method
     acts only after phase 1 (a method that acts during it, or another activation, trains its
     own phase 1)."""
-    fields = dict(o[len("--config."):].split("=", 1) for o in ARMS[arm])
+    fields = arm_fields(arm)
     if fields.get("activation", "relu") != "relu":
         return False
     return not method_spec(fields.get("method", "nbsp")).acts_in_phase_one

@@ -16,11 +16,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPTS = os.path.join(ROOT, "tests", "scripts")
 
 
-def _run(workdir, num_seeds, offset, env=None, wait=True, script="process_run.py"):
+def _run(workdir, *args, env=None, wait=True, script="process_run.py"):
+    """Runs ``tests/scripts/<script> workdir *args`` (process_run.py: num_seeds, offset)."""
     proc = subprocess.Popen([sys.executable, os.path.join(SCRIPTS, script), str(workdir),
-                             *map(str, (num_seeds, offset) if offset is not None else
-                                  (num_seeds,))],
-                            cwd=ROOT, env={**os.environ, **(env or {})},
+                             *map(str, args)], cwd=ROOT, env={**os.environ, **(env or {})},
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     return _result(proc) if wait else proc
 
@@ -41,7 +40,7 @@ def _two_process_env():
 
 def test_two_process_run_equals_its_seed_blocks_run_alone(tmp_path):
     env = _two_process_env()
-    procs = [_run(tmp_path / "multi", 4, 0, env(i), wait=False) for i in range(2)]
+    procs = [_run(tmp_path / "multi", 4, 0, env=env(i), wait=False) for i in range(2)]
     multi = [_result(p) for p in procs]
     alone = [_run(tmp_path / f"alone{k}", 2, 2 * k) for k in range(2)]
 
@@ -71,7 +70,7 @@ def test_each_process_checkpoints_and_restores_its_own_state(tmp_path):
     signal keys were shared between processes (a save hung or died on the other's step
     directory), and process 1's checkpoints held no arrays (orbax writes NumPy on process 0)."""
     env = _two_process_env()
-    procs = [_run(tmp_path, 30, None, env(i), wait=False, script="process_checkpoints.py")
+    procs = [_run(tmp_path, 30, env=env(i), wait=False, script="process_checkpoints.py")
              for i in range(2)]
     got = [_result(p) for p in procs]
     for i, g in enumerate(got):
