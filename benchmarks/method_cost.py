@@ -29,15 +29,12 @@ import jax.numpy as jnp
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from benchmarks.update_throughput import random_buffer  # noqa: E402
-
-DEFAULT_ARMS = ("sac", "nbsp", "ewc", "ancl", "shrink_perturb", "npc", "crelu", "cbp", "redo",
-                "pi")
+from experiments.ablation import arm_fields, validate_arms  # noqa: E402
 
 
 def arm_config(arm: str):
     """The window pair's ``:cpu`` config with ``arm``'s overrides (string fields only)."""
     from configs.metaworld_window import get_config
-    from experiments.ablation import arm_fields
 
     c = get_config("cpu")
     for key, value in arm_fields(arm).items():
@@ -82,13 +79,18 @@ def chunk_call(arm: str, rows: int):
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--arms", nargs="+", default=list(DEFAULT_ARMS))
+    p.add_argument("--arms", nargs="+", default=["all"],
+                   help="arms of the CPU Table 1 (experiments.ablation), or all")
     p.add_argument("--rounds", type=int, default=3, help="timed rounds (after 1 warm-up)")
     p.add_argument("--chunks", type=int, default=20,
                    help="chunks per timed call (ReDo resets once per 1000 gradient steps)")
     p.add_argument("--rows", type=int, default=100_000, help="buffer rows per seed")
     p.add_argument("--json", default=None)
     a = p.parse_args()
+    try:
+        a.arms = validate_arms(a.arms, "baselines")
+    except ValueError as e:
+        p.error(str(e))
     if "sac" not in a.arms:
         raise SystemExit("--arms must include sac (the reference of every ratio)")
     calls = {}
